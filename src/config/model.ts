@@ -1,0 +1,145 @@
+// The one typed configuration model of the gateway. Both sesame's YAML
+// (sesame-yaml.ts) and fwknop's fwknopd.conf + access.conf (fwknop-*.ts) are
+// mapped into it; nothing downstream knows which file format it came from.
+import type { DigestType, EncryptionMode, HmacType, PortSpec } from '../spa/types.js';
+
+/** An address range: IPv4 or IPv6 network in CIDR form ("ANY" = both /0). */
+export interface AddressRange { family: 4 | 6; network: bigint; prefix: number; text: string }
+
+export interface CommandCycle {
+  /** Command line template, fwknop style ($SRC $PORT $PROTO $TIMEOUT $CLIENT_TIMEOUT ...); split into argv, never run through a shell. */
+  open: string;
+  /** Close template, or undefined for fwknop's `NONE` (no close command). */
+  close?: string;
+  /** Seconds until close when the client sent no timeout (CMD_CYCLE_TIMER). */
+  timerSec: number;
+}
+
+export interface NatPolicy {
+  /** Types 2/4 allowed (fwknopd ENABLE_IPT_FORWARDING). */
+  forwarding: boolean;
+  /** Types 5/6 allowed (fwknopd ENABLE_IPT_LOCAL_NAT). */
+  localNat: boolean;
+  /** Add SNAT/MASQUERADE for forwarded traffic. */
+  snat: boolean;
+  snatAddress?: string;
+  /** FORCE_NAT: every request of this rule goes to this target. */
+  forceNat?: { host: string; port: number };
+  forceSnat?: string;
+  forceMasquerade: boolean;
+  disableDnat: boolean;
+  forwardAll: boolean;
+}
+
+export interface AccessRule {
+  /** For logs: the YAML rule name, or `stanza #N (file:line)`. */
+  name: string;
+  /** Packet source must match one of these (SOURCE). */
+  sources: AddressRange[];
+  /** Packet destination must match one of these, if set (DESTINATION). */
+  destinations?: AddressRange[];
+  /** Rijndael passphrase bytes (1..32; legacy mode uses the first 16, '0'-padded). */
+  key: Buffer;
+  encryptionMode: EncryptionMode;
+  /** HMAC key; when absent no HMAC is checked (fwknop compatibility; sesame's YAML requires one). */
+  hmacKey?: Buffer;
+  hmacType: HmacType;
+  /** Every requested pair must be listed; undefined = any port. */
+  openPorts?: PortSpec[];
+  /** Pairs always refused. */
+  restrictPorts: PortSpec[];
+  /** Grant lifetime when the client asks for none, seconds (FW_ACCESS_TIMEOUT, default 30). */
+  accessTimeoutSec: number;
+  /** Upper bound for client-requested timeouts (MAX_FW_TIMEOUT, default 300). */
+  maxTimeoutSec: number;
+  /** Rule no longer matches after this instant (epoch seconds). */
+  expiresAtSec?: number;
+  requireUsername?: string;
+  /** Refuse allow-IP 0.0.0.0 (the client's -s). */
+  requireSourceAddress: boolean;
+  /** Accept type-0 command messages. */
+  enableCmdExec: boolean;
+  cmdCycle?: CommandCycle;
+  nat: NatPolicy;
+}
+
+export type NftMode = 'guard' | 'sets';
+
+export type BackendConfig =
+  | {
+      kind: 'nftables';
+      mode: NftMode;
+      /** Own table name (family inet); default "sesame". */
+      table: string;
+      /** sets mode: the operator's table and set names that receive elements. */
+      sets?: { family: string; table: string; set4: string; set6: string };
+      /** guard mode: ports guarded (default: union of the rules' open ports, else tcp/22). */
+      guardPorts: PortSpec[];
+    }
+  | { kind: 'iptables'; chain: string; /** fwknop IPT_INPUT_ACCESS-style jump position */ jumpPosition: number; iptables: string; ip6tables: string }
+  | { kind: 'command'; open: string; close?: string; timeoutMs: number }
+  | { kind: 'log' }
+  | {
+      kind: 'routeros';
+      routers: RouterTarget[];
+      /** List name template, e.g. "sesame_{proto}_{port}" or "FWKNOP_{protonum}_{port}". */
+      listTemplate: string;
+    };
+
+export interface RouterTarget {
+  /** api://USER@HOST[:PORT], api-ssl://USER@HOST[:PORT] or https://USER@HOST[:PORT] */
+  url: string;
+  /** Where the password comes from (the password itself is never logged). */
+  password: { file: string } | { env: string } | { value: string };
+  /** API-SSL/REST: SHA-256 fingerprint pin of the router certificate (hex, colons allowed). */
+  fingerprint?: string;
+  /** Skip certificate verification (warns at every connection). */
+  insecure?: boolean;
+  /** Optional CA file for verification. */
+  ca?: string;
+}
+
+export interface Listener { address: string; port: number }
+
+export interface GatewayConfig {
+  /** File(s) the config came from, for messages. */
+  sources: string[];
+  listeners: Listener[];
+  backend: BackendConfig;
+  rules: AccessRule[];
+  /** Reject packets whose timestamp differs from now by more than this (seconds); 0 = aging off. */
+  maxPacketAgeSec: number;
+  /** Replay store on/off (ENABLE_DIGEST_PERSISTENCE). */
+  replayProtection: boolean;
+  /** State directory (replay store, grant state); --state-dir / SESAME_STATE_DIR override. */
+  stateDir: string;
+  /** Per-source packet rate limit before any crypto. */
+  rateLimit: { packetsPerSecond: number; burst: number };
+  log: { format: 'json' | 'text'; level: 'debug' | 'info' | 'warn' | 'error' };
+  /** Directives read but not implemented, named for the start-up warning. */
+  warnings: string[];
+}
+
+export const DEFAULTS = {
+  spaPort: 62201,
+  accessTimeoutSec: 30,
+  maxTimeoutSec: 300,
+  maxPacketAgeSec: 120,
+  stateDir: '/var/lib/sesame',
+  digest: 'sha256' as DigestType,
+  hmac: 'sha256' as HmacType,
+  mode: 'cbc' as EncryptionMode,
+} as const;
+
+/** A config error that carries the place it was found. `toString()` is the one-line message users see. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number | undefined,
+    readonly key: string | undefined,
+    readonly problem: string,
+  ) {
+    super(`${file}${line !== undefined ? `:${line}` : ''}: ${key ? `${key}: ` : ''}${problem}`);
+    this.name = 'ConfigError';
+  }
+}
