@@ -10,6 +10,17 @@
 //   chain guard   hook input, priority filter - 10: established/related pass;
 //                 traffic to a guarded port passes only from a granted source;
 //                 everything else to a guarded port is dropped.
+// NAT (opts.nat, used by the nftables backend for NAT grants):
+//   map dnat4/dnat6        { saddr . proto . port : host . port; timeout }
+//   map redirect4/6        { saddr . proto . port : port; timeout }   local NAT
+//   set forwarded4/6       { saddr . daddr . proto . port; timeout }  forward accept
+//   set nat_targets4/6     { daddr . proto . port }  NAT destinations seen; forwarded
+//                          traffic to them is dropped unless granted (forward guard)
+//   set masquerade4/6      { saddr . daddr . proto . port; timeout }
+//   map snat4/6            { saddr . daddr . proto . port : address; timeout }
+//   chain nat_prerouting   hook prerouting, priority dstnat - 10
+//   chain nat_postrouting  hook postrouting, priority srcnat - 10
+//   chain forward_guard    hook forward, priority filter - 10
 // In sets mode only granted4/granted6 exist (in the operator's table) and the
 // operator's own rules use them.
 import type { PortSpec } from '../spa/types.js';
@@ -20,6 +31,22 @@ export const GUARDED = 'guarded';
 export const GUARD_CHAIN = 'guard';
 export const GUARD_PRIORITY = 'filter - 10';
 
+export const DNAT4 = 'dnat4';
+export const DNAT6 = 'dnat6';
+export const REDIRECT4 = 'redirect4';
+export const REDIRECT6 = 'redirect6';
+export const FORWARDED4 = 'forwarded4';
+export const FORWARDED6 = 'forwarded6';
+export const NAT_TARGETS4 = 'nat_targets4';
+export const NAT_TARGETS6 = 'nat_targets6';
+export const MASQUERADE4 = 'masquerade4';
+export const MASQUERADE6 = 'masquerade6';
+export const SNAT4 = 'snat4';
+export const SNAT6 = 'snat6';
+export const NAT_PREROUTING_CHAIN = 'nat_prerouting';
+export const NAT_POSTROUTING_CHAIN = 'nat_postrouting';
+export const FORWARD_CHAIN = 'forward_guard';
+
 export interface RulesetOptions {
   table: string;
   guardPorts: PortSpec[];
@@ -29,6 +56,8 @@ export interface RulesetOptions {
   extraChains?: string[];
   /** Rules inserted at the top of the guard chain (after established/related). */
   guardPrelude?: string[];
+  /** Add the NAT maps/sets and the prerouting/postrouting/forward chains. */
+  nat?: boolean;
 }
 
 export function validTableName(name: string): boolean {
@@ -54,6 +83,7 @@ export function renderTable(opts: RulesetOptions): string {
     `\tset ${GUARDED} {\n\t\ttype inet_proto . inet_service${guarded}\n\t}`,
     `\tset ${GRANTED4} {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
     `\tset ${GRANTED6} {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
+    ...(opts.nat ? natSets() : []),
     ...(opts.extraSets ?? []).map((s) => `\t${s}`),
     `\tchain ${GUARD_CHAIN} {`,
     `\t\ttype filter hook input priority ${GUARD_PRIORITY}; policy accept;`,
@@ -68,8 +98,64 @@ export function renderTable(opts: RulesetOptions): string {
     `\t\tip6 saddr . meta l4proto . th dport @${GRANTED6} accept`,
     `\t\tdrop`,
     `\t}`,
+    ...(opts.nat ? natChains() : []),
     ...(opts.extraChains ?? []).map((c) => `\t${c}`),
     `}`,
   ];
   return lines.join('\n') + '\n';
+}
+
+function timed(kind: 'set' | 'map', name: string, type: string): string {
+  return `\t${kind} ${name} {\n\t\ttype ${type}\n\t\tflags timeout\n\t}`;
+}
+
+function natSets(): string[] {
+  const k4 = 'ipv4_addr . inet_proto . inet_service';
+  const k6 = 'ipv6_addr . inet_proto . inet_service';
+  const f4 = 'ipv4_addr . ipv4_addr . inet_proto . inet_service';
+  const f6 = 'ipv6_addr . ipv6_addr . inet_proto . inet_service';
+  return [
+    timed('map', DNAT4, `${k4} : ipv4_addr . inet_service`),
+    timed('map', DNAT6, `${k6} : ipv6_addr . inet_service`),
+    timed('map', REDIRECT4, `${k4} : inet_service`),
+    timed('map', REDIRECT6, `${k6} : inet_service`),
+    timed('set', FORWARDED4, f4),
+    timed('set', FORWARDED6, f6),
+    `\tset ${NAT_TARGETS4} {\n\t\ttype ${k4}\n\t}`,
+    `\tset ${NAT_TARGETS6} {\n\t\ttype ${k6}\n\t}`,
+    timed('set', MASQUERADE4, f4),
+    timed('set', MASQUERADE6, f6),
+    timed('map', SNAT4, `${f4} : ipv4_addr`),
+    timed('map', SNAT6, `${f6} : ipv6_addr`),
+  ];
+}
+
+function natChains(): string[] {
+  // NAT statements that name a port need an explicit tcp/udp match first.
+  const l4 = 'meta l4proto { tcp, udp }';
+  return [
+    `\tchain ${NAT_PREROUTING_CHAIN} {`,
+    `\t\ttype nat hook prerouting priority dstnat - 10; policy accept;`,
+    `\t\t${l4} dnat ip to ip saddr . meta l4proto . th dport map @${DNAT4}`,
+    `\t\t${l4} dnat ip6 to ip6 saddr . meta l4proto . th dport map @${DNAT6}`,
+    `\t\tmeta nfproto ipv4 ${l4} redirect to : ip saddr . meta l4proto . th dport map @${REDIRECT4}`,
+    `\t\tmeta nfproto ipv6 ${l4} redirect to : ip6 saddr . meta l4proto . th dport map @${REDIRECT6}`,
+    `\t}`,
+    `\tchain ${NAT_POSTROUTING_CHAIN} {`,
+    `\t\ttype nat hook postrouting priority srcnat - 10; policy accept;`,
+    `\t\tip saddr . ip daddr . meta l4proto . th dport @${MASQUERADE4} masquerade`,
+    `\t\tip6 saddr . ip6 daddr . meta l4proto . th dport @${MASQUERADE6} masquerade`,
+    `\t\t${l4} snat ip to ip saddr . ip daddr . meta l4proto . th dport map @${SNAT4}`,
+    `\t\t${l4} snat ip6 to ip6 saddr . ip6 daddr . meta l4proto . th dport map @${SNAT6}`,
+    `\t}`,
+    `\tchain ${FORWARD_CHAIN} {`,
+    `\t\ttype filter hook forward priority ${GUARD_PRIORITY}; policy accept;`,
+    `\t\tct state established,related accept`,
+    `\t\tmeta l4proto != { tcp, udp } accept`,
+    `\t\tip saddr . ip daddr . meta l4proto . th dport @${FORWARDED4} accept`,
+    `\t\tip6 saddr . ip6 daddr . meta l4proto . th dport @${FORWARDED6} accept`,
+    `\t\tip daddr . meta l4proto . th dport @${NAT_TARGETS4} drop`,
+    `\t\tip6 daddr . meta l4proto . th dport @${NAT_TARGETS6} drop`,
+    `\t}`,
+  ];
 }

@@ -1,0 +1,111 @@
+// Running external programs for the firewall backends (nft, iptables, the
+// operator's command-cycle programs): always an argv array, never a shell, with
+// a time limit that kills the program's whole process group, and the exit
+// status and stderr captured for error messages.
+import { spawn } from 'node:child_process';
+
+export interface RunOptions {
+  /** Kill the program (and whatever it started) after this many ms. */
+  timeoutMs?: number;
+  /** Written to stdin, then stdin is closed. */
+  input?: string;
+  /** Complete environment for the program (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Bytes of stdout/stderr kept (default 1 MiB each). */
+  maxOutput?: number;
+}
+
+export interface RunResult {
+  /** Exit status, or null when a signal ended the program or it never started. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  /** Set when the program could not be started at all (e.g. ENOENT). */
+  spawnError?: string;
+}
+
+/** Argv prefix that runs a program inside a network namespace (tests); empty in production. */
+export function netnsPrefix(netns: string | undefined): string[] {
+  if (netns === undefined) return [];
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) throw new Error(`invalid network namespace name "${netns}"`);
+  return ['ip', 'netns', 'exec', netns];
+}
+
+/** Run `prefix + [file, ...args]`; resolves with the outcome, never rejects. */
+export function runProgram(file: string, args: string[], opts: RunOptions = {}, prefix: string[] = []): Promise<RunResult> {
+  const argv = [...prefix, file, ...args];
+  const limit = opts.maxOutput ?? 1 << 20;
+  return new Promise((resolve) => {
+    let child;
+    try {
+      // detached: own process group, so a time-out kills grandchildren too
+      // (a shell script's `sleep` would otherwise hold our pipes open).
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, detached: true });
+    } catch (e) {
+      resolve({ code: null, signal: null, stdout: '', stderr: '', timedOut: false, spawnError: (e as Error).message });
+      return;
+    }
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outLen = 0;
+    let errLen = 0;
+    let timedOut = false;
+    let settled = false;
+    let exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+
+    const finish = (spawnError?: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(killTimer);
+      clearTimeout(drainTimer);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      resolve({
+        code: exitInfo?.code ?? null,
+        signal: exitInfo?.signal ?? null,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
+        ...(spawnError !== undefined ? { spawnError } : {}),
+      });
+    };
+    const killGroup = (): void => {
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    };
+    const killTimer = opts.timeoutMs !== undefined
+      ? setTimeout(() => { timedOut = true; killGroup(); }, opts.timeoutMs)
+      : undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
+
+    child.stdout?.on('data', (b: Buffer) => { if (outLen < limit) { out.push(b); outLen += b.length; } });
+    child.stderr?.on('data', (b: Buffer) => { if (errLen < limit) { err.push(b); errLen += b.length; } });
+    child.on('error', (e) => { finish(e.message); });
+    child.on('exit', (code, signal) => {
+      exitInfo = { code, signal };
+      // A background grandchild may keep the pipes open; do not wait for it.
+      drainTimer = setTimeout(() => finish(), 200);
+    });
+    child.on('close', () => finish());
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(opts.input ?? '');
+  });
+}
+
+/** One-line description of a failed run for logs and error messages (stderr truncated). */
+export function describeFailure(r: RunResult, maxStderr = 400): string {
+  if (r.spawnError !== undefined) return `could not start: ${r.spawnError}`;
+  const how = r.timedOut ? 'timed out and was killed' : r.code !== null ? `exited with status ${r.code}` : `was killed by ${r.signal ?? 'a signal'}`;
+  const stderr = oneLine(r.stderr, maxStderr);
+  return stderr ? `${how}: ${stderr}` : how;
+}
+
+export function oneLine(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+}

@@ -1,0 +1,101 @@
+// Expiry timers for backends whose firewall cannot expire grants by itself
+// (iptables, command cycles, the log backend). Policy: when a backend's
+// expiresItself is false, the BACKEND owns the close timers (the gateway does
+// not schedule closes); closes happen on time with one timer armed for the
+// earliest expiry, never by polling the firewall.
+
+/** Node's setTimeout cannot wait longer than this; longer waits are re-armed. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+
+export interface ExpiryEntry<T> { key: string; expiresAt: number; item: T }
+
+export class ExpiryTimer<T> {
+  private readonly entries = new Map<string, ExpiryEntry<T>>();
+  private timer: NodeJS.Timeout | undefined;
+  private armedFor = Infinity;
+  private stopped = false;
+
+  /**
+   * @param onExpire called with every entry that is due (already removed from the timer).
+   *   Errors it throws or rejects with are passed to onError.
+   */
+  constructor(
+    private readonly onExpire: (due: ExpiryEntry<T>[]) => void | Promise<void>,
+    private readonly onError: (e: unknown) => void = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Add or move an entry; the timer is re-armed if it becomes the earliest. */
+  schedule(key: string, expiresAt: number, item: T): void {
+    this.entries.set(key, { key, expiresAt, item });
+    this.arm();
+  }
+
+  /** Remove an entry without firing it; returns it if it was there. */
+  cancel(key: string): ExpiryEntry<T> | undefined {
+    const e = this.entries.get(key);
+    if (e) {
+      this.entries.delete(key);
+      this.arm();
+    }
+    return e;
+  }
+
+  get(key: string): ExpiryEntry<T> | undefined {
+    return this.entries.get(key);
+  }
+
+  list(): ExpiryEntry<T>[] {
+    return [...this.entries.values()];
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Stop firing; entries stay readable (list()) for a final cleanup. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = Infinity;
+  }
+
+  private earliest(): number {
+    let min = Infinity;
+    for (const e of this.entries.values()) if (e.expiresAt < min) min = e.expiresAt;
+    return min;
+  }
+
+  private arm(): void {
+    if (this.stopped) return;
+    const next = this.earliest();
+    if (next === this.armedFor && this.timer) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedFor = next;
+    if (next === Infinity) return;
+    const delay = Math.min(Math.max(0, next - this.now()), MAX_DELAY_MS);
+    this.timer = setTimeout(() => this.fire(), delay);
+    // The daemon's sockets keep the process alive; a timer alone must not.
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.armedFor = Infinity;
+    const now = this.now();
+    const due: ExpiryEntry<T>[] = [];
+    for (const e of this.entries.values()) if (e.expiresAt <= now) due.push(e);
+    for (const e of due) this.entries.delete(e.key);
+    this.arm();
+    if (due.length === 0) return;
+    due.sort((a, b) => a.expiresAt - b.expiresAt);
+    try {
+      const r = this.onExpire(due);
+      if (r instanceof Promise) r.catch(this.onError);
+    } catch (e) {
+      this.onError(e);
+    }
+  }
+}

@@ -1,0 +1,692 @@
+// nftables backend: grants are timed elements of nft sets/maps, so the kernel
+// closes them on time even when the daemon is dead (expiresItself = true).
+// Spec: shared/docs/routeros.md section 6.2 (nft sets with timeouts), the table
+// layout in ./nftables-ruleset.ts, NAT semantics of fwknop-protocol.md 5.4.
+//
+// Modes
+//   guard (default): sesame loads and owns one table (`inet sesame`). Its guard
+//     chain drops new connections to the guarded ports unless the source holds
+//     a grant. The table stays when the daemon stops (fail closed).
+//   sets: sesame only adds/deletes timed elements in two sets of the operator's
+//     own table and never creates or deletes anything else. Operator snippet
+//     (see operatorSnippet()):
+//
+//       table inet filter {
+//         set sesame4 { type ipv4_addr . inet_proto . inet_service; flags timeout; }
+//         set sesame6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }
+//         chain input {
+//           type filter hook input priority filter; policy drop;
+//           ct state established,related accept
+//           ip saddr . meta l4proto . th dport @sesame4 accept
+//           ip6 saddr . meta l4proto . th dport @sesame6 accept
+//           ...
+//         }
+//       }
+//
+// Refresh: on kernels since 6.10 re-adding an element rewrites its timeout
+// (and re-adding WITHOUT a timeout makes it permanent!); older kernels ignore
+// the re-add. The portable refresh used here is one `nft -f` transaction of
+// `add {k timeout 1s}` + `delete {k}` + `add {k timeout N}`: atomic, works on
+// both, can shorten as well as extend, and never leaves a permanent element.
+//
+// Flush watchdog: a `nft monitor` child reacts at once when our table (or the
+// operator's set table) loses tables/chains/sets/rules, and a periodic check
+// (default 1 s) catches everything else. The backend keeps every live grant in
+// memory and restores the table and the grants with their remaining time
+// (event `nft_restored`, callback opts.onRestored).
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Backend, BackendLogger, Grant } from './backend.js';
+import { grantKey } from './backend.js';
+import type { BackendConfig } from '../config/model.js';
+import type { Proto } from '../spa/types.js';
+import { describeFailure, netnsPrefix, oneLine, runProgram } from './exec.js';
+import { ExpiryTimer } from './expiry.js';
+import { canonicalAddress, checkGrant, ipFamily, type NatExtras } from './grant-check.js';
+import {
+  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
+  REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
+} from './nftables-ruleset.js';
+
+export type NftablesConfig = Extract<BackendConfig, { kind: 'nftables' }>;
+
+export interface NftablesOptions {
+  /** Run nft inside this network namespace (`ip netns exec NS nft ...`); tests only. */
+  netns?: string;
+  /** nft program (default "nft", found through PATH). */
+  nftPath?: string;
+  /** Periodic existence check, ms (default 1000; 0 = off). */
+  watchdogIntervalMs?: number;
+  /** React to `nft monitor` events (default true). */
+  monitor?: boolean;
+  /** Guard mode: include the NAT maps and chains (default true). */
+  nat?: boolean;
+  /** Extra ruleset parts (e.g. knock doors) loaded with, and restored with, sesame's table. */
+  ruleset?: Pick<RulesetOptions, 'extraSets' | 'extraChains' | 'guardPrelude'>;
+  /** Called after the watchdog restored the table and/or grants. */
+  onRestored?: (info: { reason: string; grants: number }) => void;
+  /** Time limit for one nft run, ms (default 10000). */
+  commandTimeoutMs?: number;
+}
+
+/** One element sesame writes: set name, key text, optional map data, timed or permanent. */
+interface Elem { set: string; key: string; data?: string; timed: boolean }
+interface LiveGrant { grant: Grant; addr: string; elems: Elem[] }
+/** What the kernel holds in one set: key text -> data / remaining ms / timeout s. */
+type KernelSet = Map<string, { data?: string; expiresMs?: number; timeoutSec?: number }>;
+
+/** Grants whose remaining time is below this are left to expire rather than restored. */
+const RESTORE_SLACK_MS = 1000;
+const RECOVERED_RULE = '(recovered from nftables)';
+const MAPS = new Set([DNAT4, DNAT6, REDIRECT4, REDIRECT6, SNAT4, SNAT6]);
+
+export function createNftablesBackend(cfg: NftablesConfig, log: BackendLogger, opts: NftablesOptions = {}): NftablesBackend {
+  return new NftablesBackend(cfg, log, opts);
+}
+
+/** The operator's part for sets mode, ready to paste into their ruleset. */
+export function operatorSnippet(cfg: NftablesConfig): string {
+  const s = cfg.sets ?? { family: 'inet', table: 'filter', set4: 'sesame4', set6: 'sesame6' };
+  return [
+    `table ${s.family} ${s.table} {`,
+    `\tset ${s.set4} { type ipv4_addr . inet_proto . inet_service; flags timeout; }`,
+    `\tset ${s.set6} { type ipv6_addr . inet_proto . inet_service; flags timeout; }`,
+    `\tchain input {`,
+    `\t\ttype filter hook input priority filter; policy drop;`,
+    `\t\tct state established,related accept`,
+    `\t\tip saddr . meta l4proto . th dport @${s.set4} accept`,
+    `\t\tip6 saddr . meta l4proto . th dport @${s.set6} accept`,
+    `\t\t# ... the rest of your input policy`,
+    `\t}`,
+    `}`,
+  ].join('\n') + '\n';
+}
+
+class Nft {
+  constructor(private readonly prefix: string[], private readonly nft: string, private readonly timeoutMs: number) {}
+
+  async apply(script: string): Promise<void> {
+    const r = await runProgram(this.nft, ['-f', '-'], { input: script, timeoutMs: this.timeoutMs }, this.prefix);
+    if (r.code !== 0) throw new Error(`nft -f failed: ${describeFailure(r)}`);
+  }
+
+  /** `nft -j list ...`; undefined when the object does not exist. */
+  async list(args: string[]): Promise<Record<string, unknown>[] | undefined> {
+    const r = await runProgram(this.nft, ['-j', 'list', ...args], { timeoutMs: this.timeoutMs }, this.prefix);
+    if (r.code !== 0) {
+      if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
+      throw new Error(`nft -j list ${args.join(' ')} failed: ${describeFailure(r)}`);
+    }
+    const parsed = JSON.parse(r.stdout) as { nftables?: unknown };
+    if (!Array.isArray(parsed.nftables)) throw new Error('nft -j printed no "nftables" array');
+    return parsed.nftables as Record<string, unknown>[];
+  }
+
+  spawnMonitor(): ChildProcess {
+    const argv = [...this.prefix, this.nft, 'monitor'];
+    return spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+}
+
+/** Text of one nft JSON value the way sesame writes keys: `a . b . c`. */
+function valueText(v: unknown): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'string') return ipFamily(v) ? canonicalAddress(v) : v;
+  if (v && typeof v === 'object' && 'concat' in v && Array.isArray((v as { concat: unknown }).concat)) {
+    return (v as { concat: unknown[] }).concat.map(valueText).join(' . ');
+  }
+  return JSON.stringify(v);
+}
+
+/** Parse the elements of one set/map object of `nft -j list`. */
+function parseElements(obj: Record<string, unknown>, now: number): KernelSet {
+  const out: KernelSet = new Map();
+  const elems = Array.isArray(obj.elem) ? (obj.elem as unknown[]) : [];
+  for (const raw of elems) {
+    let keyPart: unknown = raw;
+    let data: string | undefined;
+    if (Array.isArray(raw)) {
+      keyPart = raw[0];
+      data = valueText(raw[1]);
+    }
+    let expiresMs: number | undefined;
+    let timeoutSec: number | undefined;
+    if (keyPart && typeof keyPart === 'object' && 'elem' in keyPart) {
+      const e = (keyPart as { elem: { val: unknown; timeout?: number; expires?: number } }).elem;
+      keyPart = e.val;
+      if (typeof e.expires === 'number') expiresMs = now + e.expires * 1000;
+      if (typeof e.timeout === 'number') timeoutSec = e.timeout;
+    }
+    out.set(valueText(keyPart), { ...(data !== undefined ? { data } : {}), ...(expiresMs !== undefined ? { expiresMs } : {}), ...(timeoutSec !== undefined ? { timeoutSec } : {}) });
+  }
+  return out;
+}
+
+interface TableState { sets: Map<string, KernelSet>; chains: Map<string, number> }
+
+function parseTable(objs: Record<string, unknown>[], now: number): TableState {
+  const sets = new Map<string, KernelSet>();
+  const chains = new Map<string, number>();
+  for (const o of objs) {
+    const set = (o.set ?? o.map) as Record<string, unknown> | undefined;
+    if (set && typeof set.name === 'string') sets.set(set.name, parseElements(set, now));
+    const chain = o.chain as Record<string, unknown> | undefined;
+    if (chain && typeof chain.name === 'string' && !chains.has(chain.name)) chains.set(chain.name, 0);
+    const rule = o.rule as Record<string, unknown> | undefined;
+    if (rule && typeof rule.chain === 'string') chains.set(rule.chain, (chains.get(rule.chain) ?? 0) + 1);
+  }
+  return { sets, chains };
+}
+
+function splitKey(key: string): string[] {
+  return key.split(' . ');
+}
+
+export class NftablesBackend implements Backend {
+  readonly name = 'nftables';
+  readonly expiresItself = true;
+
+  private readonly nft: Nft;
+  private readonly family: string;
+  private readonly table: string;
+  private readonly set4: string;
+  private readonly set6: string;
+  private readonly guardMode: boolean;
+  private readonly natEnabled: boolean;
+  private readonly live = new Map<string, LiveGrant>();
+  /** NAT destinations seen in this run; they stay guarded (forward drop unless granted). */
+  private readonly natTargets = new Map<string, Elem>();
+  private readonly memoryExpiry: ExpiryTimer<undefined>;
+  private expected: TableState | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private checkPending = false;
+  private interval: NodeJS.Timeout | undefined;
+  private monitorChild: ChildProcess | undefined;
+  private monitorRestart: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastWatchdogError = { text: '', at: 0 };
+  private missingSetWarned = false;
+
+  constructor(private readonly cfg: NftablesConfig, private readonly log: BackendLogger, private readonly opts: NftablesOptions = {}) {
+    this.nft = new Nft(netnsPrefix(opts.netns), opts.nftPath ?? 'nft', opts.commandTimeoutMs ?? 10_000);
+    this.guardMode = cfg.mode !== 'sets';
+    if (this.guardMode) {
+      if (!validTableName(cfg.table)) throw new Error(`nftables table name "${cfg.table}" is invalid: use letters, digits and _ (max 32, starting with a letter)`);
+      this.family = 'inet';
+      this.table = cfg.table;
+      this.set4 = GRANTED4;
+      this.set6 = GRANTED6;
+    } else {
+      const s = cfg.sets;
+      if (!s) throw new Error('nftables sets mode needs sets: {family, table, set4, set6} naming the sets in your own table');
+      if (!['inet', 'ip', 'ip6', 'bridge', 'netdev'].includes(s.family)) throw new Error(`nftables sets.family "${s.family}" is not an nftables family (inet, ip, ip6)`);
+      for (const [what, v] of [['table', s.table], ['set4', s.set4], ['set6', s.set6]] as const) {
+        if (v !== '' && !validTableName(v)) throw new Error(`nftables sets.${what} "${v}" is invalid: use letters, digits and _ (max 32, starting with a letter)`);
+      }
+      this.family = s.family;
+      this.table = s.table;
+      this.set4 = s.set4;
+      this.set6 = s.set6;
+    }
+    this.natEnabled = this.guardMode && opts.nat !== false;
+    this.memoryExpiry = new ExpiryTimer<undefined>((due) => {
+      for (const e of due) {
+        const lg = this.live.get(e.key);
+        if (lg && lg.grant.expiresAt <= e.expiresAt) this.live.delete(e.key);
+      }
+    });
+  }
+
+  // ---- Backend -------------------------------------------------------------
+
+  async init(): Promise<void> {
+    await this.locked(async () => {
+      const now = Date.now();
+      if (this.guardMode) {
+        const prev = await this.readOwnTable();
+        const recovered = prev ? this.grantsFrom(prev, now) : [];
+        if (prev) {
+          for (const name of [NAT_TARGETS4, NAT_TARGETS6]) {
+            for (const key of prev.sets.get(name)?.keys() ?? []) this.natTargets.set(`${name}|${key}`, { set: name, key, timed: false });
+          }
+        }
+        for (const g of recovered) this.remember(g);
+        await this.loadTable(now);
+        this.log.info('nft_table_loaded', { table: `inet ${this.table}`, guardPorts: this.cfg.guardPorts.map((p) => `${p.proto}/${p.port}`), recoveredGrants: recovered.length });
+      } else {
+        if (this.set4 !== '') await this.checkOperatorSet(this.set4, 4);
+        if (this.set6 !== '') await this.checkOperatorSet(this.set6, 6);
+        const state = await this.readSets();
+        for (const g of this.grantsFrom(state, now)) this.remember(g);
+        this.log.info('nft_sets_ready', { table: `${this.family} ${this.table}`, set4: this.set4, set6: this.set6, recoveredGrants: this.live.size });
+      }
+    });
+    this.startWatchdog();
+  }
+
+  async open(grant: Grant): Promise<void> {
+    const addr = checkGrant(grant);
+    if (grant.nat && !this.natEnabled) {
+      throw new Error(this.guardMode ? 'nftables: NAT grant refused, NAT is disabled for this backend' : 'nftables sets mode cannot do NAT grants (sesame creates nothing in your table); use guard mode for NAT');
+    }
+    const setName = grant.family === 4 ? this.set4 : this.set6;
+    if (setName === '') throw new Error(`nftables sets mode: no set configured for IPv${grant.family} grants (sets.set${grant.family})`);
+    const key = grantKey({ ...grant, address: addr });
+    if (grant.expiresAt - Date.now() <= 0) {
+      this.log.warn('nft_grant_already_expired', { key });
+      return;
+    }
+    await this.locked(async () => {
+      const before = this.live.get(key);
+      const lg: LiveGrant = { grant, addr, elems: this.elementsOf(grant, addr) };
+      // A refresh may change the elements (e.g. masquerade on/off): rewrite the old ones too.
+      const ids = new Set(lg.elems.map((e) => `${e.set}|${e.key}`));
+      const touched = [...lg.elems, ...(before?.elems ?? []).filter((e) => e.timed && !ids.has(`${e.set}|${e.key}`))];
+      const beliefBefore = this.desired(touched);
+      this.live.set(key, lg);
+      try {
+        await this.writeElements(touched, beliefBefore);
+      } catch (e) {
+        if (before) this.live.set(key, before);
+        else this.live.delete(key);
+        throw new Error(`nftables: could not open ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
+      }
+      for (const el of lg.elems) if (!el.timed) this.natTargets.set(`${el.set}|${el.key}`, el);
+      this.memoryExpiry.schedule(key, grant.expiresAt, undefined);
+      this.log.info('nft_grant_open', { key, set: lg.elems[0]?.set, expiresAt: new Date(grant.expiresAt).toISOString(), refreshed: before !== undefined, rule: grant.rule });
+    });
+  }
+
+  async close(grant: Grant): Promise<void> {
+    const addr = checkGrant(grant);
+    const key = grantKey({ ...grant, address: addr });
+    await this.locked(async () => {
+      const known = this.live.get(key);
+      const elems = known?.elems ?? this.elementsOf(grant, addr);
+      const beliefBefore = this.desired(elems);
+      this.live.delete(key);
+      this.memoryExpiry.cancel(key);
+      try {
+        await this.writeElements(elems.filter((e) => e.timed), beliefBefore);
+      } catch (e) {
+        if (known) this.live.set(key, known);
+        throw new Error(`nftables: could not close ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
+      }
+      this.log.info('nft_grant_closed', { key });
+    });
+  }
+
+  async list(): Promise<Grant[]> {
+    return this.locked(async () => {
+      const now = Date.now();
+      const state = this.guardMode ? await this.readOwnTable() : await this.readSets();
+      return state ? this.grantsFrom(state, now) : [];
+    });
+  }
+
+  async shutdown(): Promise<void> {
+    this.stopped = true;
+    if (this.interval) clearInterval(this.interval);
+    if (this.monitorRestart) clearTimeout(this.monitorRestart);
+    this.interval = undefined;
+    const child = this.monitorChild;
+    this.monitorChild = undefined;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+    }
+    this.memoryExpiry.stop();
+    await this.queue.catch(() => undefined);
+    // The table (guard and timed grants) stays: fail closed, kernel expires grants.
+  }
+
+  /** Live grants sesame believes the kernel holds (for status output). */
+  liveGrants(): Grant[] {
+    return [...this.live.values()].map((l) => l.grant);
+  }
+
+  // ---- elements ------------------------------------------------------------
+
+  private elementsOf(g: Grant, addr: string): Elem[] {
+    const v6 = g.family === 6;
+    const granted = v6 ? this.set6 : this.set4;
+    const p: Proto = g.proto;
+    if (!g.nat) return [{ set: granted, key: `${addr} . ${p} . ${g.port}`, timed: true }];
+    if (g.nat.local) {
+      return [
+        { set: v6 ? REDIRECT6 : REDIRECT4, key: `${addr} . ${p} . ${g.port}`, data: String(g.nat.port), timed: true },
+        // The guard sees the connection after the redirect, on the service port.
+        { set: granted, key: `${addr} . ${p} . ${g.nat.port}`, timed: true },
+      ];
+    }
+    const host = canonicalAddress(g.nat.host);
+    const flow = `${addr} . ${host} . ${p} . ${g.nat.port}`;
+    const x = g.nat as typeof g.nat & NatExtras;
+    const elems: Elem[] = [
+      { set: v6 ? DNAT6 : DNAT4, key: `${addr} . ${p} . ${g.port}`, data: `${host} . ${g.nat.port}`, timed: true },
+      { set: v6 ? FORWARDED6 : FORWARDED4, key: flow, timed: true },
+      { set: v6 ? NAT_TARGETS6 : NAT_TARGETS4, key: `${host} . ${p} . ${g.nat.port}`, timed: false },
+    ];
+    if (x.snatAddress) elems.push({ set: v6 ? SNAT6 : SNAT4, key: flow, data: canonicalAddress(x.snatAddress), timed: true });
+    else if (x.masquerade) elems.push({ set: v6 ? MASQUERADE6 : MASQUERADE4, key: flow, timed: true });
+    return elems;
+  }
+
+  /**
+   * What the live grants want for these elements: an element shared by several
+   * grants (a plain grant and a local NAT grant on the same port) lives until
+   * the latest of them; its map data comes from that grant.
+   */
+  private desired(elems: Elem[]): Map<string, { expiresAt: number; data?: string }> {
+    const want = new Set(elems.map((e) => `${e.set}|${e.key}`));
+    const out = new Map<string, { expiresAt: number; data?: string }>();
+    for (const lg of this.live.values()) {
+      for (const e of lg.elems) {
+        const id = `${e.set}|${e.key}`;
+        if (!want.has(id)) continue;
+        const cur = out.get(id);
+        if (!cur || lg.grant.expiresAt > cur.expiresAt) out.set(id, { expiresAt: lg.grant.expiresAt, ...(e.data !== undefined ? { data: e.data } : {}) });
+      }
+    }
+    return out;
+  }
+
+  private line(verb: 'add' | 'delete', e: Elem, timeoutMs?: number, data?: string): string {
+    const t = timeoutMs !== undefined ? ` timeout ${timeoutMs}ms` : '';
+    const d = data !== undefined && verb === 'add' ? ` : ${data}` : '';
+    return `${verb} element ${this.family} ${this.table} ${e.set} { ${e.key}${t}${d} }`;
+  }
+
+  /**
+   * Bring these elements to the state the live grants want, in one transaction.
+   * Optimistic first (beliefBefore = what we last wrote); if the kernel
+   * disagrees (element gone, other map data) redo it from a fresh read.
+   */
+  private async writeElements(elems: Elem[], beliefBefore: Map<string, { expiresAt: number; data?: string }>): Promise<void> {
+    const now = Date.now();
+    const target = this.desired(elems);
+    const lines: string[] = [];
+    for (const e of elems) {
+      const id = `${e.set}|${e.key}`;
+      const want = target.get(id);
+      if (!e.timed) {
+        if (want) lines.push(this.line('add', e));
+        continue;
+      }
+      // add(1s)+delete removes it whether or not it exists; then the real add.
+      const oldData = beliefBefore.get(id)?.data ?? want?.data ?? e.data;
+      lines.push(this.line('add', e, 1000, oldData), this.line('delete', e));
+      if (want && want.expiresAt - now > 0) lines.push(this.line('add', e, want.expiresAt - now, want.data));
+    }
+    if (lines.length === 0) return;
+    try {
+      await this.nft.apply(lines.join('\n') + '\n');
+    } catch (first) {
+      const exact = await this.exactLines(elems, target);
+      if (exact === undefined) throw first;
+      if (exact.length > 0) await this.nft.apply(exact.join('\n') + '\n');
+    }
+  }
+
+  /** Lines computed from the kernel's actual content; undefined if a set is missing. */
+  private async exactLines(elems: Elem[], target: Map<string, { expiresAt: number; data?: string }>): Promise<string[] | undefined> {
+    const now = Date.now();
+    const lines: string[] = [];
+    const cache = new Map<string, KernelSet | undefined>();
+    for (const e of elems) {
+      if (!cache.has(e.set)) cache.set(e.set, await this.readSet(e.set));
+      const kset = cache.get(e.set);
+      if (!kset) return undefined;
+      const want = target.get(`${e.set}|${e.key}`);
+      if (!e.timed) {
+        if (want && !kset.has(e.key)) lines.push(this.line('add', e));
+        continue;
+      }
+      if (kset.has(e.key)) lines.push(this.line('delete', e));
+      if (want && want.expiresAt - now > 0) lines.push(this.line('add', e, want.expiresAt - now, want.data));
+    }
+    return lines;
+  }
+
+  private async readSet(name: string): Promise<KernelSet | undefined> {
+    const objs = await this.nft.list([MAPS.has(name) && this.guardMode ? 'map' : 'set', this.family, this.table, name]);
+    if (!objs) return undefined;
+    return parseTable(objs, Date.now()).sets.get(name);
+  }
+
+  /** Sets mode: the operator's sets must have the key type sesame writes and timeouts. */
+  private async checkOperatorSet(name: string, family: 4 | 6): Promise<void> {
+    const objs = await this.nft.list(['set', this.family, this.table, name]);
+    const where = `${this.family} ${this.table}`;
+    if (!objs) throw new Error(`nftables sets mode: set "${name}" not found in table ${where}; add the operator snippet (operatorSnippet) to your ruleset`);
+    const set = objs.map((o) => o.set as Record<string, unknown> | undefined).find((x) => x?.name === name);
+    const type = Array.isArray(set?.type) ? (set!.type as string[]).join(' . ') : String(set?.type);
+    const want = `${family === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_proto . inet_service`;
+    const flags = Array.isArray(set?.flags) ? (set!.flags as string[]) : [];
+    if (type !== want || !flags.includes('timeout')) {
+      throw new Error(`nftables sets mode: set ${where} ${name} must be "type ${want}; flags timeout;" (it is "type ${type}${flags.length ? `; flags ${flags.join(',')}` : ''}")`);
+    }
+  }
+
+  private async readOwnTable(): Promise<TableState | undefined> {
+    const objs = await this.nft.list(['table', 'inet', this.table]);
+    return objs ? parseTable(objs, Date.now()) : undefined;
+  }
+
+  private async readSets(): Promise<TableState> {
+    const sets = new Map<string, KernelSet>();
+    for (const name of [this.set4, this.set6]) {
+      if (name === '') continue;
+      const s = await this.readSet(name);
+      if (s) sets.set(name, s);
+    }
+    return { sets, chains: new Map() };
+  }
+
+  /** Turn kernel set contents back into grants (list(), init recovery). */
+  private grantsFrom(state: TableState, now: number): Grant[] {
+    const grants: Grant[] = [];
+    const consumed = new Set<string>();
+    const base = (address: string, family: 4 | 6, proto: Proto, port: number, info: { expiresMs?: number; timeoutSec?: number }): Grant => ({
+      address, family, proto, port,
+      expiresAt: info.expiresMs!,
+      timeoutSec: info.timeoutSec ?? Math.max(0, Math.round((info.expiresMs! - now) / 1000)),
+      clientTimeoutSec: 0,
+      rule: RECOVERED_RULE,
+    });
+    for (const family of [4, 6] as const) {
+      const granted = state.sets.get(family === 4 ? this.set4 : this.set6);
+      if (this.natEnabled) {
+        const flows = (name: string): KernelSet => state.sets.get(name) ?? new Map();
+        for (const [key, info] of state.sets.get(family === 4 ? DNAT4 : DNAT6) ?? []) {
+          if (info.expiresMs === undefined || !info.data) continue;
+          const [addr, proto, port] = splitKey(key);
+          const [host, natPort] = splitKey(info.data);
+          const flow = `${addr} . ${host} . ${proto} . ${natPort}`;
+          const g = base(addr!, family, proto as Proto, Number(port), info);
+          const snat = flows(family === 4 ? SNAT4 : SNAT6).get(flow)?.data;
+          const masq = flows(family === 4 ? MASQUERADE4 : MASQUERADE6).has(flow);
+          g.nat = { host: host!, port: Number(natPort), local: false, ...(snat ? { snatAddress: snat } : masq ? { masquerade: true } : {}) } as Grant['nat'];
+          grants.push(g);
+        }
+        for (const [key, info] of state.sets.get(family === 4 ? REDIRECT4 : REDIRECT6) ?? []) {
+          if (info.expiresMs === undefined || !info.data) continue;
+          const [addr, proto, port] = splitKey(key);
+          const g = base(addr!, family, proto as Proto, Number(port), info);
+          g.nat = { host: '', port: Number(info.data), local: true };
+          consumed.add(`${addr} . ${proto} . ${info.data}`);
+          grants.push(g);
+        }
+      }
+      for (const [key, info] of granted ?? []) {
+        if (info.expiresMs === undefined || consumed.has(key)) continue;
+        const [addr, proto, port] = splitKey(key);
+        if (proto !== 'tcp' && proto !== 'udp') continue;
+        grants.push(base(addr!, family, proto, Number(port), info));
+      }
+    }
+    return grants.filter((g) => ipFamily(g.address) === g.family && Number.isInteger(g.port));
+  }
+
+  private remember(g: Grant): void {
+    const addr = canonicalAddress(g.address);
+    const key = grantKey({ ...g, address: addr });
+    this.live.set(key, { grant: g, addr, elems: this.elementsOf(g, addr) });
+    this.memoryExpiry.schedule(key, g.expiresAt, undefined);
+  }
+
+  // ---- table load / restore ------------------------------------------------
+
+  /** Lines re-adding every live grant (and learned NAT targets) with its remaining time. */
+  private liveElementLines(now: number): { lines: string[]; grants: number } {
+    const all: Elem[] = [];
+    let grants = 0;
+    for (const lg of this.live.values()) {
+      if (lg.grant.expiresAt - now <= RESTORE_SLACK_MS / 4) continue;
+      grants++;
+      all.push(...lg.elems);
+    }
+    const target = this.desired(all);
+    const seen = new Set<string>();
+    const lines: string[] = [];
+    for (const e of [...all, ...this.natTargets.values()]) {
+      const id = `${e.set}|${e.key}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      if (!e.timed) { lines.push(this.line('add', e)); continue; }
+      const want = target.get(id);
+      if (want && want.expiresAt - now > 0) lines.push(this.line('add', e, want.expiresAt - now, want.data));
+    }
+    return { lines, grants };
+  }
+
+  private async loadTable(now: number): Promise<number> {
+    const table = renderTable({ table: this.table, guardPorts: this.cfg.guardPorts, nat: this.natEnabled, ...this.opts.ruleset });
+    const { lines, grants } = this.liveElementLines(now);
+    await this.nft.apply(table + lines.join('\n') + '\n');
+    this.expected = await this.readOwnTable();
+    return grants;
+  }
+
+  // ---- watchdog ------------------------------------------------------------
+
+  private startWatchdog(): void {
+    if (this.stopped) return;
+    const every = this.opts.watchdogIntervalMs ?? 1000;
+    if (every > 0) {
+      this.interval = setInterval(() => this.requestCheck(), every);
+      this.interval.unref();
+    }
+    if (this.opts.monitor !== false) this.startMonitor();
+  }
+
+  private startMonitor(): void {
+    if (this.stopped) return;
+    const child = this.nft.spawnMonitor();
+    this.monitorChild = child;
+    const watched = new RegExp(`^(delete|flush) (table|chain|set|map|rule) ${this.family} ${this.table}\\b`);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (watched.test(line)) this.requestCheck();
+    });
+    child.stderr?.resume();
+    child.on('error', () => undefined);
+    child.on('exit', (code, signal) => {
+      if (this.stopped || this.monitorChild !== child) return;
+      this.log.warn('nft_monitor_exited', { code, signal, restartInMs: 1000 });
+      this.monitorRestart = setTimeout(() => this.startMonitor(), 1000);
+      this.monitorRestart.unref();
+    });
+  }
+
+  private requestCheck(): void {
+    if (this.stopped || this.checkPending) return;
+    this.checkPending = true;
+    void this.locked(async () => {
+      this.checkPending = false;
+      if (!this.stopped) await this.check();
+    }).catch((e: unknown) => this.watchdogError(e));
+  }
+
+  /** Run one watchdog pass now (tests and `sesame status` can call it). */
+  async checkNow(): Promise<void> {
+    await this.locked(() => this.check());
+  }
+
+  private async check(): Promise<void> {
+    const now = Date.now();
+    if (this.guardMode) {
+      const state = await this.readOwnTable();
+      const damage = state ? this.structureDamage(state) : `table inet ${this.table} missing`;
+      if (damage) {
+        const grants = await this.loadTable(now);
+        this.restored(damage, grants);
+        return;
+      }
+      await this.restoreMissingElements(state!, now);
+    } else {
+      const state = await this.readSets();
+      const missing = [this.set4, this.set6].filter((n) => n !== '' && !state.sets.has(n));
+      if (missing.length > 0) {
+        if (!this.missingSetWarned) this.log.warn('nft_set_missing', { table: `${this.family} ${this.table}`, sets: missing, note: 'grants are re-added when the sets come back' });
+        this.missingSetWarned = true;
+        return;
+      }
+      this.missingSetWarned = false;
+      await this.restoreMissingElements(state, now);
+    }
+  }
+
+  private structureDamage(state: TableState): string | undefined {
+    const exp = this.expected;
+    if (!exp) return undefined;
+    for (const name of exp.sets.keys()) if (!state.sets.has(name)) return `set ${name} missing`;
+    for (const [name, rules] of exp.chains) {
+      const have = state.chains.get(name);
+      if (have === undefined) return `chain ${name} missing`;
+      if (have < rules) return `chain ${name} lost rules (${have} of ${rules})`;
+    }
+    // Learned NAT targets are part of the guard; a flushed set loses them.
+    for (const e of this.natTargets.values()) if (!state.sets.get(e.set)?.has(e.key)) return `set ${e.set} lost its elements`;
+    return undefined;
+  }
+
+  private async restoreMissingElements(state: TableState, now: number): Promise<void> {
+    const missing: Elem[] = [];
+    let grants = 0;
+    for (const lg of this.live.values()) {
+      if (lg.grant.expiresAt - now <= RESTORE_SLACK_MS) continue;
+      const gone = lg.elems.filter((e) => !state.sets.get(e.set)?.has(e.key));
+      if (gone.length > 0) { grants++; missing.push(...gone); }
+    }
+    if (missing.length === 0) return;
+    const target = this.desired(missing);
+    const lines = missing.map((e) => {
+      const want = target.get(`${e.set}|${e.key}`);
+      return e.timed ? this.line('add', e, Math.max(1, (want?.expiresAt ?? now) - now), want?.data) : this.line('add', e);
+    });
+    await this.nft.apply(lines.join('\n') + '\n');
+    this.restored('grant elements missing', grants);
+  }
+
+  private restored(reason: string, grants: number): void {
+    this.log.warn('nft_restored', { table: `${this.family} ${this.table}`, reason, grants });
+    try {
+      this.opts.onRestored?.({ reason, grants });
+    } catch { /* a listener's failure is not ours */ }
+  }
+
+  private watchdogError(e: unknown): void {
+    const text = oneLine((e as Error).message ?? String(e), 300);
+    const now = Date.now();
+    if (text === this.lastWatchdogError.text && now - this.lastWatchdogError.at < 30_000) return;
+    this.lastWatchdogError = { text, at: now };
+    this.log.error('nft_watchdog_error', { error: text });
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}
