@@ -5,6 +5,7 @@ import { isUserFacing, EXIT } from './errors.js';
 import { registerDecode } from './decode.js';
 import { registerKeygen } from './keygen.js';
 import { registerKnock } from './knock.js';
+import { registerServe } from './serve.js';
 
 export const VERSION = '0.1.0';
 
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerKnock(program);
   registerKeygen(program);
   registerDecode(program);
+  registerServe(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

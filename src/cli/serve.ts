@@ -1,0 +1,169 @@
+// `sesame serve` and `sesame up`: load the configuration (sesame YAML or
+// fwknop's files), start the gateway, and handle signals: SIGTERM/SIGINT stop
+// cleanly, SIGHUP reloads (a broken new configuration leaves the old one
+// running, with an error).
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import type { Command } from 'commander';
+import QRCode from 'qrcode';
+import type { BackendConfig, GatewayConfig } from '../config/model.js';
+import { loadFwknopConfig } from '../config/fwknop.js';
+import { loadSesameYaml } from '../config/sesame-yaml.js';
+import { defaultGuardPorts } from '../config/defaults.js';
+import { Gateway } from '../gateway/daemon.js';
+import { Logger, stderrSink } from '../gateway/log.js';
+import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
+import { parseAccess } from '../client/options.js';
+import { UsageError } from './errors.js';
+
+interface ServeOpts {
+  config?: string;
+  fwknopdConf?: string;
+  accessConf?: string;
+  backend?: string;
+  stateDir?: string;
+  logFormat?: string;
+  logLevel?: string;
+  routeros?: string;
+  routerosPasswordFile?: string;
+  routerosListTemplate?: string;
+  routerosFingerprint?: string;
+  routerosInsecure?: boolean;
+}
+
+const BACKENDS = ['nftables', 'iptables', 'command', 'log', 'routeros'] as const;
+type BackendKind = (typeof BACKENDS)[number];
+
+function backendFromFlags(kind: BackendKind, o: ServeOpts, cfg: GatewayConfig): BackendConfig {
+  switch (kind) {
+    case 'nftables':
+      return cfg.backend.kind === 'nftables' ? cfg.backend : { kind: 'nftables', mode: 'guard', table: 'sesame', guardPorts: defaultGuardPorts(cfg.rules) };
+    case 'iptables':
+      return cfg.backend.kind === 'iptables' ? cfg.backend : { kind: 'iptables', chain: 'FWKNOP_INPUT', jumpPosition: 1, iptables: 'iptables', ip6tables: 'ip6tables' };
+    case 'log':
+      return { kind: 'log' };
+    case 'command':
+      if (cfg.backend.kind === 'command') return cfg.backend;
+      throw new UsageError('--backend command needs the open/close programs: set backend.command in a sesame YAML, or CMD_CYCLE_OPEN per stanza in access.conf');
+    case 'routeros': {
+      if (!o.routeros) {
+        if (cfg.backend.kind === 'routeros') return cfg.backend;
+        throw new UsageError('--backend routeros needs --routeros api-ssl://USER@HOST (or api://, https://)');
+      }
+      const password = o.routerosPasswordFile ? { file: o.routerosPasswordFile } : { env: 'SESAME_ROUTEROS_PASSWORD' };
+      if (!o.routerosPasswordFile && !process.env.SESAME_ROUTEROS_PASSWORD) {
+        throw new UsageError('the router password is missing: give --routeros-password-file FILE (mode 0600) or set SESAME_ROUTEROS_PASSWORD');
+      }
+      return {
+        kind: 'routeros',
+        routers: [{ url: o.routeros, password, ...(o.routerosFingerprint ? { fingerprint: o.routerosFingerprint } : {}), ...(o.routerosInsecure ? { insecure: true } : {}) }],
+        listTemplate: o.routerosListTemplate ?? 'sesame_{proto}_{port}',
+      };
+    }
+  }
+}
+
+export function loadServeConfig(o: ServeOpts): GatewayConfig {
+  if (o.backend !== undefined && !(BACKENDS as readonly string[]).includes(o.backend)) {
+    throw new UsageError(`--backend ${o.backend}: unknown backend (expected ${BACKENDS.join(', ')})`);
+  }
+  if (o.logFormat !== undefined && o.logFormat !== 'json' && o.logFormat !== 'text') throw new UsageError(`--log-format ${o.logFormat}: expected json or text`);
+  const stateDir = o.stateDir ?? process.env.SESAME_STATE_DIR;
+  let cfg: GatewayConfig;
+  if (o.config !== undefined) {
+    if (o.fwknopdConf || o.accessConf) throw new UsageError('give either -c FILE or --fwknopd-conf/--access-conf, not both');
+    cfg = loadSesameYaml(o.config);
+  } else if (o.accessConf !== undefined) {
+    cfg = loadFwknopConfig(o.fwknopdConf ?? '/etc/fwknop/fwknopd.conf', o.accessConf, {});
+  } else if (o.fwknopdConf !== undefined) {
+    throw new UsageError('--fwknopd-conf needs --access-conf too');
+  } else {
+    throw new UsageError('no configuration: give -c sesame.yaml, or --fwknopd-conf F --access-conf F (or run sesame up)');
+  }
+  if (stateDir) cfg.stateDir = stateDir;
+  if (o.backend) cfg.backend = backendFromFlags(o.backend as BackendKind, o, cfg);
+  else if (o.routeros) cfg.backend = backendFromFlags('routeros', o, cfg);
+  if (o.logFormat) cfg.log.format = o.logFormat as 'json' | 'text';
+  if (o.logLevel) cfg.log.level = o.logLevel as GatewayConfig['log']['level'];
+  return cfg;
+}
+
+export async function serve(load: () => GatewayConfig, banner?: (cfg: GatewayConfig) => void): Promise<number> {
+  const cfg = load();
+  const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
+  const gw = await Gateway.start(cfg, { log });
+  banner?.(cfg);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('signal', { signal: sig });
+      void gw.stop().then(() => resolve(0), () => resolve(1));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      let next: GatewayConfig;
+      try {
+        next = load();
+      } catch (e) {
+        log.error('reload_failed', { error: (e as Error).message, message: 'keeping the running configuration' });
+        return;
+      }
+      void gw.reload(next).catch((e) => log.error('reload_failed', { error: (e as Error).message }));
+    });
+  });
+}
+
+export function registerServe(program: Command): void {
+  program.command('serve')
+    .description('run the gateway: receive SPA packets and open the firewall for a limited time')
+    .option('-c, --config <file>', 'sesame YAML configuration')
+    .option('--fwknopd-conf <file>', "fwknop's fwknopd.conf (with --access-conf)")
+    .option('--access-conf <file>', "fwknop's access.conf")
+    .option('--backend <name>', `firewall backend: ${BACKENDS.join(', ')} (default: nftables for YAML, iptables for fwknop files)`)
+    .option('--state-dir <dir>', 'replay store and grant state (default /var/lib/sesame; env SESAME_STATE_DIR)')
+    .option('--log-format <fmt>', 'json (default) or text')
+    .option('--log-level <level>', 'debug, info (default), warn, error')
+    .option('--routeros <url>', 'router for --backend routeros: api://USER@HOST[:PORT], api-ssl://... or https://...')
+    .option('--routeros-password-file <file>', 'file holding the router password (mode 0600); or env SESAME_ROUTEROS_PASSWORD')
+    .option('--routeros-list-template <tpl>', 'address-list name template (default sesame_{proto}_{port}; FWKNOP_{protonum}_{port} for the old Python setup)')
+    .option('--routeros-fingerprint <sha256>', 'pin the router certificate (api-ssl, https)')
+    .option('--routeros-insecure', 'do not verify the router certificate (warns at every connection)')
+    .action(async (o: ServeOpts) => {
+      process.exitCode = await serve(() => loadServeConfig(o));
+    });
+
+  program.command('up')
+    .description('guard ports on this machine with fresh keys and print how to knock (first run creates the config)')
+    .argument('[ports...]', 'ports to guard, e.g. tcp/22 tcp/443 (default tcp/22)')
+    .option('--server <host>', 'name or address clients use to reach this machine (for the printed commands)')
+    .option('--config-dir <dir>', 'where sesame.yaml lives (default /etc/sesame as root)')
+    .option('--state-dir <dir>', 'state directory (default /var/lib/sesame as root; env SESAME_STATE_DIR)')
+    .option('--log-format <fmt>', 'json (default) or text')
+    .action(async (ports: string[], o: { server?: string; configDir?: string; stateDir?: string; logFormat?: string }) => {
+      const isRoot = process.getuid?.() === 0;
+      const dirs = defaultDirs(isRoot);
+      const guard = ports.length > 0 ? parseAccess(ports.join(',')) : [{ proto: 'tcp' as const, port: 22 }];
+      const plan = prepareUp({
+        configDir: o.configDir ?? dirs.configDir,
+        stateDir: o.stateDir ?? dirs.stateDir,
+        ports: guard,
+        isRoot,
+        hasTool: (n) => ['/usr/sbin', '/sbin', '/usr/bin', '/bin'].some((d) => existsSync(`${d}/${n}`)),
+      });
+      const server = o.server ?? firstAddress() ?? 'THIS-HOST';
+      const qr = await QRCode.toString(qrPayload(plan.keys), { type: 'terminal', small: true });
+      process.exitCode = await serve(
+        () => loadServeConfig({ config: plan.configFile, ...(o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}) }),
+        () => process.stdout.write(upInstructions(plan, guard, server, qr)),
+      );
+    });
+}
+
+function firstAddress(): string | undefined {
+  // Only for the printed instructions: the first non-loopback IPv4 address of this host.
+  for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
+  return undefined;
+}

@@ -1,0 +1,177 @@
+// The gateway daemon: listeners -> pipeline -> grant manager -> backends,
+// with the decision log. start() builds everything from a GatewayConfig;
+// reload() swaps rules and limits without touching live grants; stop() ends
+// cleanly, leaving guards in place (fail closed).
+import type dgram from 'node:dgram';
+import { createBackend } from '../backends/index.js';
+import type { Backend, BackendLogger } from '../backends/backend.js';
+import type { AccessRule, GatewayConfig } from '../config/model.js';
+import { runProgram, describeFailure } from '../backends/exec.js';
+import { GrantManager } from './grants.js';
+import { openListeners } from './listener.js';
+import { Logger, RejectionLog } from './log.js';
+import { Pipeline, type Decision } from './pipeline.js';
+import { unmapAddress } from './policy.js';
+import { RateLimiter } from './ratelimit.js';
+import { ReplayStore } from './replay-store.js';
+import { ensureStateDir } from './state.js';
+
+const MAIN = 'main';
+
+export interface GatewayOptions {
+  log: Logger;
+  /** Backend override (tests). */
+  backend?: Backend;
+}
+
+export interface GatewayStats { received: number; granted: number; rejected: number }
+
+export class Gateway {
+  readonly stats: GatewayStats = { received: 0, granted: 0, rejected: 0 };
+  private sockets: dgram.Socket[] = [];
+  private readonly backends = new Map<string, Backend>();
+  private readonly rejections: RejectionLog;
+  private readonly grants: GrantManager;
+  private readonly replay: ReplayStore | undefined;
+  private readonly pipeline: Pipeline;
+  private limiter: RateLimiter;
+  private cfg: GatewayConfig;
+
+  private constructor(cfg: GatewayConfig, private readonly opts: GatewayOptions) {
+    this.cfg = cfg;
+    const log = opts.log;
+    this.rejections = new RejectionLog(log);
+    ensureStateDir(cfg.stateDir);
+    this.replay = cfg.replayProtection ? new ReplayStore(cfg.stateDir, cfg.maxPacketAgeSec) : undefined;
+    this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
+    this.grants = new GrantManager(cfg.stateDir, (n) => this.backends.get(n), log);
+    this.pipeline = new Pipeline({
+      rules: () => this.cfg.rules,
+      maxAgeSec: () => this.cfg.maxPacketAgeSec,
+      limiter: { allow: (s: string) => this.limiter.allow(s) } as RateLimiter,
+      ...(this.replay ? { replay: this.replay } : {}),
+    });
+  }
+
+  static async start(cfg: GatewayConfig, opts: GatewayOptions): Promise<Gateway> {
+    const gw = new Gateway(cfg, opts);
+    await gw.init();
+    return gw;
+  }
+
+  private backendLogger(): BackendLogger {
+    const l = this.opts.log;
+    return { info: (e, f) => l.info(e, f), warn: (e, f) => l.warn(e, f), error: (e, f) => l.error(e, f) };
+  }
+
+  private async init(): Promise<void> {
+    const log = this.opts.log;
+    for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
+    this.replay?.open();
+    const main = this.opts.backend ?? createBackend(this.cfg.backend, this.backendLogger());
+    this.backends.set(MAIN, main);
+    this.syncCommandBackends(this.cfg.rules);
+    for (const b of this.backends.values()) await b.init();
+    await this.grants.restore(MAIN);
+    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst) => this.onDatagram(buf, src, dst));
+    log.info('ready', {
+      listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
+      backend: main.name,
+      rules: this.cfg.rules.length,
+      state_dir: this.cfg.stateDir,
+    });
+  }
+
+  /** Rules with CMD_CYCLE_OPEN get a command backend of their own. */
+  private syncCommandBackends(rules: readonly AccessRule[]): void {
+    for (const r of rules) {
+      if (!r.cmdCycle) continue;
+      const name = `cmd:${r.name}`;
+      if (this.backends.has(name)) continue;
+      this.backends.set(name, createBackend({ kind: 'command', open: r.cmdCycle.open, ...(r.cmdCycle.close ? { close: r.cmdCycle.close } : {}), timeoutMs: 30_000 }, this.backendLogger()));
+    }
+  }
+
+  private onDatagram(buf: Buffer, rawSrc: string, dst: string | undefined): void {
+    this.stats.received++;
+    const src = unmapAddress(rawSrc);
+    let d: Decision;
+    try {
+      d = this.pipeline.handle(buf.toString('latin1'), src, dst);
+    } catch (e) {
+      // Only I/O (the replay store) can throw here: refuse the packet, keep serving.
+      this.opts.log.error('internal_error', { src, error: (e as Error).message });
+      return;
+    }
+    if (d.kind === 'reject') {
+      this.stats.rejected++;
+      this.rejections.reject(src, d.reason, { ...(d.rule ? { rule: d.rule } : {}), detail: d.detail, ...(d.fields ?? {}) });
+      return;
+    }
+    this.stats.granted++;
+    if (d.kind === 'command') {
+      void this.runCommand(d, src);
+      return;
+    }
+    const backendName = d.rule.cmdCycle ? `cmd:${d.rule.name}` : MAIN;
+    let grants = d.grants;
+    if (d.rule.cmdCycle) {
+      // fwknop's command cycles: the client timeout (not capped) or CMD_CYCLE_TIMER.
+      const secs = d.message.clientTimeout && d.message.clientTimeout > 0 ? d.message.clientTimeout : d.rule.cmdCycle.timerSec;
+      grants = grants.map((g) => ({ ...g, timeoutSec: secs, expiresAt: Date.now() + secs * 1000 }));
+    }
+    const b = this.backends.get(backendName)!;
+    this.opts.log.info('grant', {
+      src,
+      allow: d.allowIp,
+      ports: grants.map((g) => `${g.proto}/${g.port}`),
+      ...(grants[0]?.nat ? { nat: `${grants[0].nat.local ? 'local' : grants[0].nat.host}:${grants[0].nat.port}` } : {}),
+      timeout_s: grants[0]?.timeoutSec,
+      expires_at: new Date(grants[0]?.expiresAt ?? Date.now()).toISOString(),
+      backend: b.name,
+      rule: d.rule.name,
+      user: d.message.username,
+    });
+    void this.grants.apply(grants, backendName);
+  }
+
+  private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string): Promise<void> {
+    const argv = d.command.trim().split(/\s+/);
+    this.opts.log.info('command', { src, allow: d.allowIp, rule: d.rule.name, program: argv[0] });
+    const r = await runProgram(argv[0]!, argv.slice(1), { timeoutMs: 30_000, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    if (r.code === 0) this.opts.log.info('command_done', { src, program: argv[0] });
+    else this.opts.log.error('command_failed', { src, program: argv[0], error: describeFailure(r) });
+  }
+
+  /** Swap rules, limits and the aging window; live grants and the backend stay. */
+  async reload(cfg: GatewayConfig): Promise<void> {
+    if (JSON.stringify(cfg.backend) !== JSON.stringify(this.cfg.backend)) {
+      this.opts.log.warn('reload_backend_unchanged', { message: 'backend settings changed; they take effect at the next restart' });
+    }
+    if (JSON.stringify(cfg.listeners) !== JSON.stringify(this.cfg.listeners)) {
+      this.opts.log.warn('reload_listeners_unchanged', { message: 'listen addresses changed; they take effect at the next restart' });
+    }
+    this.syncCommandBackends(cfg.rules);
+    for (const r of cfg.rules) if (r.cmdCycle) await this.backends.get(`cmd:${r.name}`)!.init();
+    this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
+    this.replay?.setWindow(cfg.maxPacketAgeSec);
+    this.cfg = { ...cfg, backend: this.cfg.backend, listeners: this.cfg.listeners };
+    for (const w of cfg.warnings) this.opts.log.warn('config_warning', { message: w });
+    this.opts.log.info('reloaded', { rules: cfg.rules.length });
+  }
+
+  listGrants() {
+    return this.grants.list();
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.close();
+    this.sockets = [];
+    await this.grants.settle();
+    this.grants.stop();
+    this.rejections.stop();
+    this.replay?.close();
+    for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
+    this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
+  }
+}

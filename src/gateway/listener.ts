@@ -1,0 +1,40 @@
+// Receive: UDP sockets on every configured address (IPv4 and IPv6, several at
+// once). Each datagram is handed to the pipeline as text; nothing is ever sent
+// back. A socket bound to a specific address knows the packet's destination;
+// a wildcard socket does not (fwknopd's UDP server records 0.0.0.0 then).
+import dgram from 'node:dgram';
+import net from 'node:net';
+import type { Listener } from '../config/model.js';
+
+export type DatagramHandler = (payload: Buffer, source: string, destination: string | undefined) => void;
+
+export async function openListeners(listeners: Listener[], onDatagram: DatagramHandler): Promise<dgram.Socket[]> {
+  const sockets: dgram.Socket[] = [];
+  const v4Wildcards = new Set(listeners.filter((l) => l.address === '0.0.0.0').map((l) => l.port));
+  try {
+    for (const l of listeners) {
+      const fam = net.isIP(l.address);
+      if (fam === 0) throw new Error(`listen address "${l.address}" is not an IP address`);
+      const wildcard = l.address === '0.0.0.0' || l.address === '::';
+      const sock = dgram.createSocket({
+        type: fam === 6 ? 'udp6' : 'udp4',
+        // A "::" listener also serves IPv4 unless an IPv4 wildcard has the same port.
+        ipv6Only: fam === 6 && (!wildcard || v4Wildcards.has(l.port)),
+        recvBufferSize: 4 << 20,
+      });
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', (e) => reject(new Error(`cannot listen on ${fam === 6 ? `[${l.address}]` : l.address}:${l.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+        sock.bind({ address: l.address, port: l.port, exclusive: true }, () => resolve());
+      });
+      sock.removeAllListeners('error');
+      sock.on('error', () => undefined);
+      const dest = wildcard ? undefined : l.address;
+      sock.on('message', (msg, rinfo) => onDatagram(msg, rinfo.address, dest));
+      sockets.push(sock);
+    }
+  } catch (e) {
+    for (const s of sockets) s.close();
+    throw e;
+  }
+  return sockets;
+}

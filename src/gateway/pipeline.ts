@@ -1,0 +1,90 @@
+// Verify: one received datagram through the checks, cheapest first --
+// length/alphabet, per-source rate limit, candidate rules by address, HMAC per
+// candidate (constant time), replay store, decrypt + decode, then the policy
+// of the rule that decrypted it. Returns one decision; acting on it (firewall,
+// logs) is the caller's job, so this stays synchronous and fast.
+import type { AccessRule } from '../config/model.js';
+import { matchesAny } from '../config/address.js';
+import { checkWire, decryptAndDecode, RIJNDAEL_PREFIX, replayDigest, verifyHmac, LONG_PACKET } from '../spa/packet.js';
+import type { SpaMessage } from '../spa/message.js';
+import type { Grant } from '../backends/backend.js';
+import { authorize, type PolicyReason } from './policy.js';
+import type { RateLimiter } from './ratelimit.js';
+import type { ReplayStore } from './replay-store.js';
+import type { RejectionReason } from '../spa/result.js';
+
+export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired';
+
+export type Decision =
+  | { kind: 'reject'; reason: GatewayReason; detail: string; rule?: string; fields?: Record<string, unknown> }
+  | { kind: 'grant'; rule: AccessRule; message: SpaMessage; grants: Grant[]; timeoutSec: number; allowIp: string }
+  | { kind: 'command'; rule: AccessRule; message: SpaMessage; command: string; allowIp: string };
+
+export interface PipelineDeps {
+  rules: () => readonly AccessRule[];
+  maxAgeSec: () => number;
+  limiter?: RateLimiter;
+  replay?: ReplayStore;
+  now?: () => number;
+}
+
+/** How far a packet got: a later stage's reason says more than an earlier one's. */
+const DEPTH: Partial<Record<GatewayReason, number>> = { hmac_mismatch: 1, too_long_for_stanza: 1, not_rijndael: 2, decryption_failed: 2, bad_ciphertext_length: 2 };
+const depthOf = (r: GatewayReason): number => DEPTH[r] ?? 3;
+
+export class Pipeline {
+  constructor(private readonly deps: PipelineDeps) {}
+
+  handle(payload: string, source: string, destination?: string): Decision {
+    const sane = checkWire(payload);
+    if (!sane.ok) return { kind: 'reject', reason: sane.reason, detail: sane.detail };
+    if (this.deps.limiter && !this.deps.limiter.allow(source)) {
+      return { kind: 'reject', reason: 'rate_limited', detail: 'too many packets from this source' };
+    }
+    const nowMs = (this.deps.now ?? Date.now)();
+    const candidates = this.deps.rules().filter((r) =>
+      matchesAny(r.sources, source) && (!r.destinations || (destination !== undefined && matchesAny(r.destinations, destination))));
+    if (candidates.length === 0) return { kind: 'reject', reason: 'no_matching_rule', detail: 'no access rule matches this source address' };
+
+    let best: Extract<Decision, { kind: 'reject' }> | undefined;
+    const note = (d: Extract<Decision, { kind: 'reject' }>) => {
+      if (!best || depthOf(d.reason) > depthOf(best.reason)) best = d;
+    };
+    let digest: string | undefined;
+    let burned = false;
+    for (const rule of candidates) {
+      if (rule.expiresAtSec !== undefined && nowMs / 1000 > rule.expiresAtSec) {
+        note({ kind: 'reject', reason: 'rule_expired', detail: 'the access rule has expired', rule: rule.name });
+        continue;
+      }
+      let full: string;
+      if (rule.hmacKey) {
+        const mac = verifyHmac(payload, rule.hmacKey, rule.hmacType);
+        if (!mac.ok) { note({ kind: 'reject', reason: mac.reason, detail: mac.detail, rule: rule.name }); continue; }
+        full = mac.value;
+      } else {
+        full = RIJNDAEL_PREFIX + payload;
+      }
+      if (payload.length >= LONG_PACKET && !rule.enableCmdExec) {
+        note({ kind: 'reject', reason: 'too_long_for_stanza', detail: `${payload.length} characters; only rules that allow commands accept ${LONG_PACKET} or more`, rule: rule.name });
+        continue;
+      }
+      if (this.deps.replay && !burned) {
+        digest ??= replayDigest(payload);
+        if (this.deps.replay.has(digest)) return { kind: 'reject', reason: 'replay', detail: 'this packet was already used', rule: rule.name };
+      }
+      const dec = decryptAndDecode(full, rule.key, rule.encryptionMode);
+      if (!dec.ok) { note({ kind: 'reject', reason: dec.reason, detail: dec.detail, rule: rule.name }); continue; }
+      if (this.deps.replay && !burned) {
+        // Burned once it decrypts, before any later check, as fwknopd does.
+        this.deps.replay.add(digest!, dec.value.timestamp);
+        burned = true;
+      }
+      const pol = authorize(dec.value, rule, { source, nowMs, maxAgeSec: this.deps.maxAgeSec() });
+      if (!pol.ok) { note({ kind: 'reject', reason: pol.reason, detail: pol.detail, rule: rule.name, ...(pol.fields ? { fields: pol.fields } : {}) }); continue; }
+      if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp };
+      return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp };
+    }
+    return best!;
+  }
+}
