@@ -1,0 +1,394 @@
+// iptables backend in fwknop's layout (shared/docs/fwknop-protocol.md 5.1-5.5):
+// an own chain (default FWKNOP_INPUT) jumped to from INPUT at a configured
+// position; one ACCEPT rule per grant carrying `-m comment --comment _exp_<epoch>`;
+// ip6tables for IPv6 grants. NAT like fwknop 5.4: FWKNOP_PREROUTING DNAT (or
+// REDIRECT for local NAT), FWKNOP_FORWARD accept, FWKNOP_POSTROUTING MASQUERADE/SNAT.
+//
+// The firewall cannot expire rules, so this backend does (expiresItself =
+// false): one timer armed for the earliest expiry (ExpiryTimer), no polling.
+// The _exp_ comments let a new run clean up after a crash: init deletes
+// expired and comment-less rules in sesame's chains and adopts live ones with
+// their remaining time; list() reports them for reconciliation.
+// Shutdown removes sesame's chains and jumps (fwknop FLUSH_IPT_AT_EXIT): the
+// chains only hold accepts, so removing them fails closed.
+// Only accepts are added; the operator's own policy must drop the ports.
+import type { Backend, BackendLogger, Grant } from './backend.js';
+import { grantKey } from './backend.js';
+import type { BackendConfig } from '../config/model.js';
+import type { Proto } from '../spa/types.js';
+import { describeFailure, netnsPrefix, runProgram, type RunResult } from './exec.js';
+import { ExpiryTimer } from './expiry.js';
+import { canonicalAddress, checkGrant, epochSeconds, ipFamily, type NatExtras } from './grant-check.js';
+
+export type IptablesConfig = Extract<BackendConfig, { kind: 'iptables' }>;
+
+export interface IptablesOptions {
+  /** Run iptables inside this network namespace (`ip netns exec NS iptables ...`); tests only. */
+  netns?: string;
+  /** Time limit for one iptables run, ms (default 20000; `-w` waits for the xtables lock). */
+  commandTimeoutMs?: number;
+}
+
+type Fam = 4 | 6;
+type Table = 'filter' | 'nat';
+type Role = 'input' | 'forward' | 'prerouting' | 'postrouting';
+
+interface ChainDef { role: Role; table: Table; from: string; name: string; position: number }
+
+/** One rule sesame owns: where it is and its exact arguments (after `-A CHAIN`). */
+interface OwnedRule { fam: Fam; role: Role; args: string[] }
+
+interface LiveGrant { grant: Grant; exp: number; rules: OwnedRule[] }
+
+/** A rule of sesame's chains as `iptables -S` prints it. */
+interface ParsedRule {
+  fam: Fam; role: Role; args: string[];
+  src?: string; dst?: string; proto?: string; dport?: number; exp?: number;
+  target?: string; toDestination?: string; toPorts?: number; toSource?: string;
+}
+
+const RECOVERED_RULE = '(recovered from iptables)';
+
+export function createIptablesBackend(cfg: IptablesConfig, log: BackendLogger, opts: IptablesOptions = {}): IptablesBackend {
+  return new IptablesBackend(cfg, log, opts);
+}
+
+/** Split one `iptables -S` line into arguments (double quotes group, as iptables prints comments with spaces). */
+export function splitRuleLine(line: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(line); m; m = re.exec(line)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
+  return out;
+}
+
+function stripPrefixLen(a: string): string {
+  const i = a.indexOf('/');
+  return i >= 0 ? a.slice(0, i) : a;
+}
+
+function parseRule(fam: Fam, role: Role, args: string[]): ParsedRule {
+  const r: ParsedRule = { fam, role, args };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const next = args[i + 1];
+    if (next === undefined) continue;
+    if (a === '-s') r.src = stripPrefixLen(next);
+    else if (a === '-d') r.dst = stripPrefixLen(next);
+    else if (a === '-p') r.proto = next;
+    else if (a === '--dport') r.dport = Number(next);
+    else if (a === '--comment') { const m = /^_exp_(\d+)$/.exec(next); if (m) r.exp = Number(m[1]); }
+    else if (a === '-j') r.target = next;
+    else if (a === '--to-destination') r.toDestination = next;
+    else if (a === '--to-ports') r.toPorts = Number(next);
+    else if (a === '--to-source') r.toSource = next;
+  }
+  return r;
+}
+
+/** "198.51.100.130:22" / "[2001:db8::130]:22" -> host, port. */
+function splitHostPort(text: string): { host: string; port: number } | undefined {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!m || !ipFamily(m[1]!)) return undefined;
+  return { host: canonicalAddress(m[1]!), port: Number(m[2]) };
+}
+
+export class IptablesBackend implements Backend {
+  readonly name = 'iptables';
+  readonly expiresItself = false;
+
+  private readonly prefix: string[];
+  private readonly timeoutMs: number;
+  private readonly chains: Record<Role, ChainDef>;
+  private readonly live = new Map<string, LiveGrant>();
+  private readonly timer: ExpiryTimer<undefined>;
+  /** Chains known to exist with their jump, per family. */
+  private readonly ready = new Set<string>();
+  private readonly families = new Set<Fam>([4, 6]);
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly cfg: IptablesConfig, private readonly log: BackendLogger, opts: IptablesOptions = {}) {
+    this.prefix = netnsPrefix(opts.netns);
+    this.timeoutMs = opts.commandTimeoutMs ?? 20_000;
+    const validChain = (n: string): boolean => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$/.test(n);
+    if (!validChain(cfg.chain)) throw new Error(`iptables chain name "${cfg.chain}" is invalid: letters, digits, _ . - (max 28)`);
+    if (!Number.isInteger(cfg.jumpPosition) || cfg.jumpPosition < 1) throw new Error(`iptables jump position ${cfg.jumpPosition} must be an integer >= 1`);
+    const base = cfg.chain.endsWith('_INPUT') ? cfg.chain.slice(0, -'_INPUT'.length) : cfg.chain;
+    const derived = (suffix: string): string => {
+      const n = `${base}_${suffix}`;
+      if (!validChain(n)) throw new Error(`iptables chain name "${n}" (derived from ${cfg.chain}) is too long; use a shorter chain name`);
+      return n;
+    };
+    this.chains = {
+      input: { role: 'input', table: 'filter', from: 'INPUT', name: cfg.chain, position: cfg.jumpPosition },
+      forward: { role: 'forward', table: 'filter', from: 'FORWARD', name: derived('FORWARD'), position: 1 },
+      prerouting: { role: 'prerouting', table: 'nat', from: 'PREROUTING', name: derived('PREROUTING'), position: 1 },
+      postrouting: { role: 'postrouting', table: 'nat', from: 'POSTROUTING', name: derived('POSTROUTING'), position: 1 },
+    };
+    this.timer = new ExpiryTimer<undefined>(
+      (due) => this.locked(async () => {
+        for (const e of due) {
+          const lg = this.live.get(e.key);
+          if (!lg) continue;
+          this.live.delete(e.key);
+          await this.deleteRules(lg.rules);
+          this.log.info('iptables_grant_expired', { key: e.key, chain: this.cfg.chain });
+        }
+      }),
+      (e) => this.log.error('iptables_expiry_failed', { error: (e as Error).message }),
+    );
+  }
+
+  // ---- running iptables ----------------------------------------------------
+
+  private tool(fam: Fam): string {
+    return fam === 4 ? this.cfg.iptables : this.cfg.ip6tables;
+  }
+
+  private run(fam: Fam, table: Table, args: string[]): Promise<RunResult> {
+    return runProgram(this.tool(fam), ['-w', '-t', table, ...args], { timeoutMs: this.timeoutMs }, this.prefix);
+  }
+
+  private async must(fam: Fam, table: Table, args: string[]): Promise<RunResult> {
+    const r = await this.run(fam, table, args);
+    if (r.code !== 0) throw new Error(`${this.tool(fam)} -t ${table} ${args.join(' ')} ${describeFailure(r)}`);
+    return r;
+  }
+
+  /** `-S CHAIN` lines after `-A CHAIN`, or undefined when the chain does not exist. */
+  private async listChain(fam: Fam, c: ChainDef): Promise<string[][] | undefined> {
+    const r = await this.run(fam, c.table, ['-S', c.name]);
+    if (r.code !== 0) return undefined;
+    return r.stdout.split('\n').map(splitRuleLine).filter((t) => t[0] === '-A' && t[1] === c.name).map((t) => t.slice(2));
+  }
+
+  /** Create the chain if missing and make sure exactly one jump sits at the configured position. */
+  private async ensureChain(fam: Fam, c: ChainDef): Promise<void> {
+    const id = `${fam}|${c.role}`;
+    if (this.ready.has(id)) return;
+    if ((await this.run(fam, c.table, ['-S', c.name])).code !== 0) await this.must(fam, c.table, ['-N', c.name]);
+    const from = await this.must(fam, c.table, ['-S', c.from]);
+    const rules = from.stdout.split('\n').map(splitRuleLine).filter((t) => t[0] === '-A' && t[1] === c.from);
+    const jumpAt = rules.flatMap((t, i) => (t.length === 4 && t[2] === '-j' && t[3] === c.name ? [i + 1] : []));
+    if (!(jumpAt.length === 1 && jumpAt[0] === Math.min(c.position, rules.length))) {
+      for (let k = 0; k < jumpAt.length; k++) await this.run(fam, c.table, ['-D', c.from, '-j', c.name]);
+      const pos = Math.min(c.position, rules.length - jumpAt.length + 1);
+      await this.must(fam, c.table, ['-I', c.from, String(pos), '-j', c.name]);
+    }
+    this.ready.add(id);
+  }
+
+  // ---- Backend -------------------------------------------------------------
+
+  async init(): Promise<void> {
+    await this.locked(async () => {
+      const now = Date.now();
+      let stale = 0;
+      const parsed: ParsedRule[] = [];
+      for (const fam of [4, 6] as const) {
+        try {
+          await this.ensureChain(fam, this.chains.input);
+        } catch (e) {
+          if (fam === 4) throw e;
+          this.families.delete(6);
+          this.log.warn('iptables_ipv6_unavailable', { tool: this.cfg.ip6tables, error: (e as Error).message, note: 'IPv6 grants will be refused' });
+          continue;
+        }
+        for (const c of Object.values(this.chains)) {
+          const lines = await this.listChain(fam, c);
+          if (!lines) continue;
+          if (c.role !== 'input') await this.ensureChain(fam, c);
+          for (const args of lines) {
+            const r = parseRule(fam, c.role, args);
+            if (r.exp !== undefined && r.exp * 1000 > now) { parsed.push(r); continue; }
+            await this.run(fam, c.table, ['-D', c.name, ...args]);
+            stale++;
+          }
+        }
+      }
+      const { grants, orphans } = this.group(parsed);
+      for (const o of orphans) { await this.deleteRules([o]); stale++; }
+      for (const { grant, exp, rules } of grants) {
+        const key = grantKey(grant);
+        this.live.set(key, { grant, exp, rules });
+        this.timer.schedule(key, grant.expiresAt, undefined);
+      }
+      this.log.info('iptables_ready', { chain: this.cfg.chain, jumpPosition: this.cfg.jumpPosition, staleRulesRemoved: stale, recoveredGrants: grants.length, ipv6: this.families.has(6) });
+    });
+  }
+
+  async open(grant: Grant): Promise<void> {
+    const addr = checkGrant(grant);
+    if (!this.families.has(grant.family)) throw new Error(`iptables: IPv6 grant refused, ${this.cfg.ip6tables} is not usable here`);
+    const g = { ...grant, address: addr };
+    const key = grantKey(g);
+    if (grant.expiresAt <= Date.now()) {
+      this.log.warn('iptables_grant_already_expired', { key });
+      return;
+    }
+    await this.locked(async () => {
+      const before = this.live.get(key);
+      const exp = epochSeconds(grant.expiresAt);
+      const rules = this.rulesFor(g, exp);
+      if (!before || before.exp !== exp) {
+        const added: OwnedRule[] = [];
+        try {
+          for (const r of rules) {
+            await this.ensureChain(r.fam, this.chains[r.role]);
+            await this.must(r.fam, this.chains[r.role].table, ['-A', this.chains[r.role].name, ...r.args]);
+            added.push(r);
+          }
+        } catch (e) {
+          await this.deleteRules(added);
+          throw new Error(`iptables: could not open ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
+        }
+        // The new rules are in before the old ones go: no gap while refreshing.
+        if (before) await this.deleteRules(before.rules);
+      }
+      this.live.set(key, { grant: g, exp, rules });
+      this.timer.schedule(key, grant.expiresAt, undefined);
+      this.log.info('iptables_grant_open', { key, chain: this.cfg.chain, expires: exp, refreshed: before !== undefined, rule: grant.rule });
+    });
+  }
+
+  async close(grant: Grant): Promise<void> {
+    const addr = checkGrant(grant);
+    const g = { ...grant, address: addr };
+    const key = grantKey(g);
+    await this.locked(async () => {
+      const known = this.live.get(key);
+      this.live.delete(key);
+      this.timer.cancel(key);
+      if (known) {
+        await this.deleteRules(known.rules);
+      } else {
+        // Not opened by this run (reconciliation): remove whatever matches, any expiry.
+        const { grants } = this.group(await this.readAll());
+        for (const found of grants) if (grantKey(found.grant) === key) await this.deleteRules(found.rules);
+      }
+      this.log.info('iptables_grant_closed', { key });
+    });
+  }
+
+  async list(): Promise<Grant[]> {
+    return this.locked(async () => {
+      const now = Date.now();
+      return this.group(await this.readAll()).grants.filter((x) => x.grant.expiresAt > now).map((x) => x.grant);
+    });
+  }
+
+  async shutdown(): Promise<void> {
+    this.timer.stop();
+    await this.locked(async () => {
+      for (const fam of this.families) {
+        for (const c of Object.values(this.chains)) {
+          if ((await this.run(fam, c.table, ['-S', c.name])).code !== 0) continue;
+          const from = await this.run(fam, c.table, ['-S', c.from]);
+          const jumps = from.stdout.split('\n').filter((l) => splitRuleLine(l).join(' ') === `-A ${c.from} -j ${c.name}`).length;
+          for (let k = 0; k < jumps; k++) await this.run(fam, c.table, ['-D', c.from, '-j', c.name]);
+          await this.run(fam, c.table, ['-F', c.name]);
+          await this.run(fam, c.table, ['-X', c.name]);
+        }
+      }
+      this.ready.clear();
+      this.log.info('iptables_removed', { chain: this.cfg.chain, grantsClosed: this.live.size });
+      this.live.clear();
+    });
+  }
+
+  // ---- rules ---------------------------------------------------------------
+
+  private rulesFor(g: Grant, exp: number): OwnedRule[] {
+    const fam = g.family;
+    const p: Proto = g.proto;
+    const comment = ['-m', 'comment', '--comment', `_exp_${exp}`];
+    const match = (port: number, dst?: string): string[] => ['-s', g.address, ...(dst ? ['-d', dst] : []), '-p', p, '-m', p, '--dport', String(port)];
+    if (!g.nat) return [{ fam, role: 'input', args: [...match(g.port), ...comment, '-j', 'ACCEPT'] }];
+    if (g.nat.local) {
+      return [
+        { fam, role: 'prerouting', args: [...match(g.port), ...comment, '-j', 'REDIRECT', '--to-ports', String(g.nat.port)] },
+        { fam, role: 'input', args: [...match(g.nat.port), ...comment, '-j', 'ACCEPT'] },
+      ];
+    }
+    const host = canonicalAddress(g.nat.host);
+    const to = fam === 4 ? `${host}:${g.nat.port}` : `[${host}]:${g.nat.port}`;
+    const rules: OwnedRule[] = [
+      { fam, role: 'prerouting', args: [...match(g.port), ...comment, '-j', 'DNAT', '--to-destination', to] },
+      { fam, role: 'forward', args: [...match(g.nat.port, host), ...comment, '-j', 'ACCEPT'] },
+    ];
+    const x = g.nat as typeof g.nat & NatExtras;
+    if (x.snatAddress) rules.push({ fam, role: 'postrouting', args: [...match(g.nat.port, host), ...comment, '-j', 'SNAT', '--to-source', canonicalAddress(x.snatAddress)] });
+    else if (x.masquerade) rules.push({ fam, role: 'postrouting', args: [...match(g.nat.port, host), ...comment, '-j', 'MASQUERADE'] });
+    return rules;
+  }
+
+  /** Delete rules by their exact arguments; a rule already gone is fine. */
+  private async deleteRules(rules: OwnedRule[]): Promise<void> {
+    for (const r of rules) {
+      const c = this.chains[r.role];
+      const res = await this.run(r.fam, c.table, ['-D', c.name, ...r.args]);
+      if (res.code !== 0 && !/does a matching rule exist|No chain\/target\/match|doesn't exist|does not exist/i.test(res.stderr)) {
+        this.log.warn('iptables_delete_failed', { chain: c.name, error: describeFailure(res) });
+      }
+    }
+  }
+
+  private async readAll(): Promise<ParsedRule[]> {
+    const out: ParsedRule[] = [];
+    for (const fam of this.families) {
+      for (const c of Object.values(this.chains)) {
+        for (const args of (await this.listChain(fam, c)) ?? []) out.push(parseRule(fam, c.role, args));
+      }
+    }
+    return out;
+  }
+
+  /** Rebuild grants from parsed rules (DNAT/REDIRECT rules carry their companions). */
+  private group(rules: ParsedRule[]): { grants: LiveGrant[]; orphans: ParsedRule[] } {
+    const now = Date.now();
+    const left = new Set(rules.filter((r) => r.exp !== undefined && r.src && ipFamily(r.src) === r.fam && (r.proto === 'tcp' || r.proto === 'udp') && r.dport));
+    const orphans = rules.filter((r) => !left.has(r));
+    const grants: LiveGrant[] = [];
+    const take = (pred: (r: ParsedRule) => boolean): ParsedRule | undefined => {
+      for (const r of left) if (pred(r)) { left.delete(r); return r; }
+      return undefined;
+    };
+    const make = (r: ParsedRule, port: number, own: ParsedRule[], nat?: Grant['nat']): void => {
+      const grant: Grant = {
+        address: canonicalAddress(r.src!), family: r.fam, proto: r.proto as Proto, port,
+        expiresAt: r.exp! * 1000, timeoutSec: Math.max(0, r.exp! - Math.round(now / 1000)), clientTimeoutSec: 0, rule: RECOVERED_RULE,
+        ...(nat ? { nat } : {}),
+      };
+      grants.push({ grant, exp: r.exp!, rules: own.map((o) => ({ fam: o.fam, role: o.role, args: o.args })) });
+    };
+    for (const r of [...left]) {
+      if (r.role !== 'prerouting' || !left.has(r)) continue;
+      left.delete(r);
+      const same = (o: ParsedRule, role: Role, port: number, dst?: string): boolean =>
+        o.role === role && o.fam === r.fam && o.src === r.src && o.proto === r.proto && o.dport === port && o.exp === r.exp && (dst === undefined || o.dst === dst);
+      if (r.target === 'REDIRECT' && r.toPorts) {
+        const input = take((o) => same(o, 'input', r.toPorts!));
+        make(r, r.dport!, input ? [r, input] : [r], { host: '', port: r.toPorts, local: true });
+      } else if (r.target === 'DNAT' && r.toDestination) {
+        const to = splitHostPort(r.toDestination);
+        if (!to) { orphans.push(r); continue; }
+        const fwd = take((o) => same(o, 'forward', to.port, to.host));
+        const post = take((o) => same(o, 'postrouting', to.port, to.host));
+        const nat = { host: to.host, port: to.port, local: false, ...(post?.target === 'SNAT' && post.toSource ? { snatAddress: post.toSource } : post?.target === 'MASQUERADE' ? { masquerade: true } : {}) } as Grant['nat'];
+        make(r, r.dport!, [r, ...(fwd ? [fwd] : []), ...(post ? [post] : [])], nat);
+      } else {
+        orphans.push(r);
+      }
+    }
+    for (const r of left) {
+      if (r.role === 'input' && r.target === 'ACCEPT') make(r, r.dport!, [r]);
+      else orphans.push(r);
+    }
+    return { grants, orphans: orphans.map((o) => o) };
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+}

@@ -1,0 +1,235 @@
+// iptables backend (fwknop layout) against the real kernel in a namespace lab:
+// jump position, _exp_ rules, backend-owned expiry, refresh, IPv6, stale rules
+// of a previous run, list() reconciliation, shutdown, NAT (DNAT + forward +
+// masquerade, local redirect).
+import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
+import { describeWith } from './harness/requirements.js';
+import { Lab, sleep } from './harness/netns.js';
+import type { BackendLogger, Grant } from '../src/backends/backend.js';
+import { createIptablesBackend, type IptablesBackend, type IptablesConfig } from '../src/backends/iptables.js';
+
+const PORT = 2222;
+const CHAIN = 'FWKNOP_INPUT';
+
+function recorder(): BackendLogger & { events: string[] } {
+  const events: string[] = [];
+  const rec = (event: string) => { events.push(event); };
+  return { events, info: rec, warn: rec, error: rec };
+}
+
+function grant(address: string, port: number, seconds: number, extra: Partial<Grant> = {}): Grant {
+  return {
+    address, family: address.includes(':') ? 6 : 4, proto: 'tcp', port,
+    expiresAt: Date.now() + seconds * 1000, timeoutSec: seconds, clientTimeoutSec: 0, rule: 'test', ...extra,
+  };
+}
+
+const cfg = (jumpPosition = 1): IptablesConfig => ({ kind: 'iptables', chain: CHAIN, jumpPosition, iptables: 'iptables', ip6tables: 'ip6tables' });
+
+describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptables', 'ip6tables'], () => {
+  let lab: Lab;
+  let gw: string;
+  const backends: IptablesBackend[] = [];
+  const make = (c = cfg()): IptablesBackend => {
+    const b = createIptablesBackend(c, recorder(), { netns: lab.host('gw').ns });
+    backends.push(b);
+    return b;
+  };
+  const ipt = (tool: 'iptables' | 'ip6tables', ...args: string[]) => lab.exec('gw', tool, ['-w', ...args]);
+  const rulesOf = async (tool: 'iptables' | 'ip6tables', chain: string, table = 'filter'): Promise<string[]> => {
+    const r = await ipt(tool, '-t', table, '-S', chain);
+    return r.code === 0 ? r.stdout.split('\n').filter((l) => l.startsWith('-A ')) : [];
+  };
+
+  beforeAll(async () => {
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
+    gw = lab.host('gw').ip4;
+    lab.startTcpService('gw', PORT);
+    await lab.waitListening('gw', 'tcp', PORT);
+  });
+  beforeEach(async () => {
+    // The operator's own policy: the protected port is dropped for everyone.
+    for (const tool of ['iptables', 'ip6tables'] as const) {
+      await ipt(tool, '-A', 'INPUT', '-p', 'tcp', '--dport', String(PORT), '-j', 'DROP');
+    }
+  });
+  afterEach(async () => {
+    for (const b of backends.splice(0)) await b.shutdown();
+    for (const tool of ['iptables', 'ip6tables'] as const) {
+      for (const t of ['filter', 'nat']) { await ipt(tool, '-t', t, '-F'); await ipt(tool, '-t', t, '-X'); }
+    }
+  });
+  afterAll(async () => { await lab?.destroy(); });
+
+  it('inserts its chain at the jump position; the grant opens for the client only (IPv4 and IPv6)', async () => {
+    for (const tool of ['iptables', 'ip6tables'] as const) await ipt(tool, '-I', 'INPUT', '1', '-p', 'udp', '--dport', '9', '-j', 'ACCEPT');
+    const b = make(cfg(2));
+    await b.init();
+    const input = await rulesOf('iptables', 'INPUT');
+    expect(input[1]).toBe(`-A INPUT -j ${CHAIN}`);
+    expect((await rulesOf('ip6tables', 'INPUT'))[1]).toBe(`-A INPUT -j ${CHAIN}`);
+    const gw6 = lab.host('gw').ip6;
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+    expect(await lab.canConnect('cl', gw6, PORT)).toBe(false);
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    await b.open(grant(lab.host('cl').ip6, PORT, 60));
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    expect(await lab.canConnect('cl', gw6, PORT)).toBe(true);
+    expect(await lab.canConnect('out', gw, PORT)).toBe(false);
+    expect(await lab.canConnect('out', lab.host('gw').ip6, PORT)).toBe(false);
+    const rule = (await rulesOf('iptables', CHAIN))[0]!;
+    expect(rule).toMatch(new RegExp(`^-A ${CHAIN} -s 198\\.51\\.100\\.2/32 -p tcp -m tcp --dport ${PORT} -m comment --comment _exp_(\\d+) -j ACCEPT$`));
+    // A second init (restart) keeps one jump at the same place.
+    const again = make(cfg(2));
+    await again.init();
+    expect((await rulesOf('iptables', 'INPUT')).filter((l) => l.includes(CHAIN))).toEqual([`-A INPUT -j ${CHAIN}`]);
+    expect((await rulesOf('iptables', 'INPUT'))[1]).toBe(`-A INPUT -j ${CHAIN}`);
+  });
+
+  it('closes on time by its own timer; repeated open replaces the rule (no duplicates)', async () => {
+    const b = make();
+    await b.init();
+    const cl = lab.host('cl').ip4;
+    await b.open(grant(cl, PORT, 30));
+    const first = await rulesOf('iptables', CHAIN);
+    await b.open(grant(cl, PORT, 2));
+    const second = await rulesOf('iptables', CHAIN);
+    expect(second).toHaveLength(1);
+    expect(second[0]).not.toBe(first[0]);
+    expect(Number(/_exp_(\d+)/.exec(second[0]!)![1])).toBeLessThan(Number(/_exp_(\d+)/.exec(first[0]!)![1]));
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    await sleep(2700);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+  });
+
+  it('init removes stale rules of a previous run, adopts live ones, and list() reports them', async () => {
+    await ipt('iptables', '-N', CHAIN);
+    await ipt('iptables', '-I', 'INPUT', '1', '-j', CHAIN);
+    const now = Math.round(Date.now() / 1000);
+    const add = (src: string, exp: number | undefined) =>
+      ipt('iptables', '-A', CHAIN, '-s', src, '-p', 'tcp', '--dport', String(PORT), ...(exp ? ['-m', 'comment', '--comment', `_exp_${exp}`] : []), '-j', 'ACCEPT');
+    await add('198.51.100.3', now - 5); // expired
+    await add('198.51.100.9', undefined); // not ours in form
+    await add(lab.host('cl').ip4, now + 3); // live: kept, then expired by the new run
+    const b = make();
+    await b.init();
+    const rules = await rulesOf('iptables', CHAIN);
+    expect(rules).toHaveLength(1);
+    expect(rules[0]).toContain('198.51.100.2/32');
+    const listed = await b.list();
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({ address: lab.host('cl').ip4, family: 4, proto: 'tcp', port: PORT });
+    expect(listed[0]!.expiresAt).toBe((now + 3) * 1000);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    expect(await lab.canConnect('out', gw, PORT)).toBe(false);
+    await sleep((now + 3) * 1000 - Date.now() + 700);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+  });
+
+  it('close() of a grant this run did not open (reconciliation) removes the matching rule', async () => {
+    const first = make();
+    await first.init();
+    await first.open(grant(lab.host('cl').ip4, PORT, 60));
+    // A crash: the chain stays with its rule. A new run takes over.
+    const second = make();
+    await second.init();
+    const [g] = await second.list();
+    expect(g).toBeDefined();
+    const fresh = make();
+    await fresh.close(g!); // no init, no memory of it
+    expect(await rulesOf('iptables', CHAIN)).toEqual([]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+  });
+
+  it('shutdown removes its chains and jumps (the grants close, the operator policy drops again)', async () => {
+    const b = make();
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    await b.shutdown();
+    expect((await ipt('iptables', '-S', CHAIN)).code).not.toBe(0);
+    expect((await rulesOf('iptables', 'INPUT')).some((l) => l.includes(CHAIN))).toBe(false);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+  });
+
+  it('refuses hostile or inconsistent grants without running iptables on them', async () => {
+    const b = make();
+    await b.init();
+    await expect(b.open(grant('198.51.100.2 -j ACCEPT', PORT, 60))).rejects.toThrow(/not an IPv4 or IPv6 address/);
+    await expect(b.open(grant('-F', PORT, 60))).rejects.toThrow(/not an IPv4 or IPv6 address/);
+    await expect(b.open({ ...grant('198.51.100.2', PORT, 60), proto: 'icmp' as 'tcp' })).rejects.toThrow(/not tcp or udp/);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([]);
+  });
+});
+
+describeWith('iptables backend NAT in a namespace (real kernel)', ['netns', 'iptables'], () => {
+  let lab: Lab;
+  const SRV = '198.51.100.130';
+  const backends: IptablesBackend[] = [];
+  const make = (): IptablesBackend => {
+    const b = createIptablesBackend(cfg(), recorder(), { netns: lab.host('gw').ns });
+    backends.push(b);
+    return b;
+  };
+  const run = async (host: string, cmd: string, ...args: string[]) => {
+    const r = await lab.exec(host, cmd, args);
+    if (r.code !== 0) throw new Error(`${host}: ${cmd} ${args.join(' ')}: ${r.stderr}`);
+  };
+
+  beforeAll(async () => {
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }, { name: 'srv', ip4: 4 }]);
+    await run('srv', 'ip', 'link', 'del', 'eth0');
+    await run('gw', 'ip', 'link', 'add', 'nat0', 'type', 'veth', 'peer', 'name', 'eth1', 'netns', lab.host('srv').ns);
+    await run('gw', 'ip', 'addr', 'add', '198.51.100.129/25', 'dev', 'nat0');
+    await run('gw', 'ip', 'link', 'set', 'nat0', 'up');
+    await run('srv', 'ip', 'addr', 'add', `${SRV}/25`, 'dev', 'eth1');
+    await run('srv', 'ip', 'link', 'set', 'eth1', 'up');
+    await run('gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    lab.startTcpService('srv', 22);
+    lab.startTcpService('gw', PORT);
+    await lab.waitListening('srv', 'tcp', 22);
+    await lab.waitListening('gw', 'tcp', PORT);
+    // Operator policy: nothing is forwarded unless accepted; replies pass; tcp/2222 dropped.
+    await run('gw', 'iptables', '-w', '-P', 'FORWARD', 'DROP');
+    await run('gw', 'iptables', '-w', '-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
+    await run('gw', 'iptables', '-w', '-A', 'INPUT', '-p', 'tcp', '--dport', String(PORT), '-j', 'DROP');
+  });
+  afterEach(async () => { for (const b of backends.splice(0)) await b.shutdown(); });
+  afterAll(async () => { await lab?.destroy(); });
+
+  it('DNAT + forward accept + masquerade reach the internal host for the granted client only', async () => {
+    const b = make();
+    await b.init();
+    const nat = { host: SRV, port: 22, local: false, masquerade: true } as Grant['nat'];
+    expect(await lab.canConnect('cl', '198.51.100.1', 2200)).toBe(false);
+    await b.open(grant(lab.host('cl').ip4, 2200, 60, { nat }));
+    expect(await lab.canConnect('cl', '198.51.100.1', 2200)).toBe(true);
+    expect(await lab.canConnect('out', '198.51.100.1', 2200)).toBe(false);
+    const listed = await b.list();
+    expect(listed).toHaveLength(1);
+    expect(listed[0]!.nat).toMatchObject({ host: SRV, port: 22, local: false, masquerade: true });
+    // The rules of a crashed run are adopted as one grant and closed together.
+    const next = make();
+    await next.init();
+    await next.close(listed[0]!);
+    expect(await lab.canConnect('cl', '198.51.100.1', 2200)).toBe(false);
+    for (const [table, chain] of [['nat', 'FWKNOP_PREROUTING'], ['filter', 'FWKNOP_FORWARD'], ['nat', 'FWKNOP_POSTROUTING']]) {
+      const r = await lab.exec('gw', 'iptables', ['-w', '-t', table!, '-S', chain!]);
+      expect(r.stdout.split('\n').filter((l) => l.startsWith('-A '))).toEqual([]);
+    }
+  });
+
+  it('local NAT redirects the external port to the local service for the granted client only', async () => {
+    const b = make();
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, 55000, 60, { nat: { host: '', port: PORT, local: true } }));
+    expect(await lab.canConnect('cl', '198.51.100.1', 55000)).toBe(true);
+    expect(await lab.canConnect('out', '198.51.100.1', 55000)).toBe(false);
+    expect(await lab.canConnect('out', '198.51.100.1', PORT)).toBe(false);
+    const listed = await b.list();
+    expect(listed).toHaveLength(1);
+    expect(listed[0]).toMatchObject({ port: 55000, nat: { port: PORT, local: true } });
+  });
+});
