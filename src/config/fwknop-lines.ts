@@ -13,9 +13,9 @@ export type FwknopLine = FwknopEntry | FwknopInvalidLine;
 
 const BLANK = ' \\t\\n\\v\\f\\r';
 /** Server files: the value ends at ';', CR or LF. */
-const SERVER_ENTRY = new RegExp(`^[${BLANK}]*([^${BLANK}]+)[${BLANK}]*([^;\\n\\r${BLANK}][^;\\n\\r]*)`);
+const SERVER_ENTRY = new RegExp(`^[${BLANK}]*([^${BLANK}]+)[${BLANK}]+([^;\\n\\r${BLANK}][^;\\n\\r]*)`);
 /** ~/.fwknoprc: the value is one token, ending at a blank, ';' or '#'. */
-const RC_ENTRY = new RegExp(`^[${BLANK}]*([^${BLANK}]+)[${BLANK}]*([^ ;\\t\\n\\r#${BLANK}][^ ;\\t\\n\\r#]*)`);
+const RC_ENTRY = new RegExp(`^[${BLANK}]*([^${BLANK}]+)[${BLANK}]+([^ ;\\t\\n\\r#${BLANK}][^ ;\\t\\n\\r#]*)`);
 
 /** Physical lines as fgets returns them, numbered from 1; a NUL ends the line's text, as in C. */
 export function physicalLines(text: string): { line: number; text: string }[] {
