@@ -39,7 +39,7 @@ export function parseDoorsYaml(text: string, file: string): DoorSet {
   const place = new YamlPlace(file, lines);
   const bad = doc.errors[0];
   if (bad) {
-    const line = bad.linePos?.[0]?.line;
+    const line = bad.linePos?.[0]?.line ?? lines.linePos(bad.pos[0]).line;
     throw new ConfigError(file, line, undefined, `YAML syntax: ${bad.message.split('\n')[0]}`);
   }
   const root = doc.contents;

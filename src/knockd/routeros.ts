@@ -12,10 +12,12 @@
 // on RouterOS seq_timeout bounds each step, not the whole sequence.
 // All rules carry a comment starting with "sesame-door:"; the script first
 // removes earlier ones, so importing it again replaces them.
+import { formatRouterosDuration } from '../backends/routeros/duration.js';
+import { DEFAULT_LIST_TEMPLATE, listName, validateListTemplate } from '../backends/routeros/list-name.js';
 import type { PortSpec } from '../spa/types.js';
 import { doorPorts, doorsOpenPorts, stepText, tcpFlagsText, type Door, type KnockStep } from './door.js';
 
-export const DEFAULT_LIST_TEMPLATE = 'sesame_{proto}_{port}';
+export { DEFAULT_LIST_TEMPLATE };
 export const DEFCONF_ANCHOR4 = 'defconf: drop all not coming from LAN';
 export const DEFCONF_ANCHOR6 = 'defconf: drop everything else not coming from LAN';
 export const COMMENT_PREFIX = 'sesame-door:';
@@ -35,31 +37,9 @@ export interface RouterosDoorOptions {
   ipv6?: boolean;
 }
 
-const PROTO_NUMBER = { tcp: 6, udp: 17 } as const;
-
+/** The grant list of a port, named as the RouterOS SPA backend names it. */
 export function routerosListName(template: string, p: PortSpec): string {
-  const name = template
-    .replaceAll('{proto}', p.proto)
-    .replaceAll('{protonum}', String(PROTO_NUMBER[p.proto]))
-    .replaceAll('{port}', String(p.port));
-  if (!/^[A-Za-z0-9_.:-]{1,63}$/.test(name)) {
-    throw new Error(`address-list template "${template}" gives "${name}" (expected letters, digits, _ . : - only, e.g. ${DEFAULT_LIST_TEMPLATE})`);
-  }
-  return name;
-}
-
-/** RouterOS time value: 90 -> "1m30s", 3600 -> "1h". */
-export function routerosDuration(sec: number): string {
-  const parts: string[] = [];
-  const d = Math.floor(sec / 86_400);
-  const h = Math.floor((sec % 86_400) / 3600);
-  const m = Math.floor((sec % 3600) / 60);
-  const s = sec % 60;
-  if (d) parts.push(`${d}d`);
-  if (h) parts.push(`${h}h`);
-  if (m) parts.push(`${m}m`);
-  if (s || parts.length === 0) parts.push(`${s}s`);
-  return parts.join('');
+  return listName(template, p.proto, p.port);
 }
 
 function quote(text: string): string {
@@ -99,12 +79,12 @@ function doorChainRules(door: Door, listTemplate: string): string[] {
   const chain = doorChain(door);
   const n = door.sequence.length;
   const step = (k: number): KnockStep => door.sequence[k - 1]!;
-  const t = routerosDuration(door.seqTimeoutSec);
+  const t = formatRouterosDuration(door.seqTimeoutSec);
   const c = (what: string): string => quote(`${COMMENT_PREFIX}${door.name} ${what}`);
   const knock = (s: KnockStep): Props => [['protocol', s.proto], ['dst-port', s.port]];
   const grants = (match: Props, what: string): string[] => door.open.map((p) => add([['chain', chain],
     ['action', 'add-src-to-address-list'], ['address-list', nameValue(routerosListName(listTemplate, p))],
-    ['address-list-timeout', routerosDuration(door.openForSec)], ...match, ['comment', c(what)]]));
+    ['address-list-timeout', formatRouterosDuration(door.openForSec)], ...match, ['comment', c(what)]]));
 
   const rules: string[] = [];
   if (door.sequence.some((s) => s.proto === 'tcp')) {
@@ -186,7 +166,7 @@ export function compileDoorsRouteros(doors: Door[], options: RouterosDoorOptions
   if (opts.wanList !== '' && !/^[A-Za-z0-9_-]{1,63}$/.test(opts.wanList)) {
     throw new Error(`interface list "${opts.wanList}" is not a RouterOS list name (expected letters, digits, _ or -)`);
   }
-  for (const p of doorsOpenPorts(doors)) routerosListName(opts.listTemplate, p);
+  validateListTemplate(opts.listTemplate);
   const lines = [
     '# sesame knock doors for RouterOS (sesame knockd compile --routeros); load with /import file-name=FILE',
     '# On RouterOS seq_timeout bounds each step of a sequence; a wrong knock holds the source off for seq_timeout.',
