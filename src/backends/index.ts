@@ -1,0 +1,42 @@
+// Backend factory: the one place that maps a BackendConfig to a Backend.
+// Expiry policy (see ./expiry.ts): backends with expiresItself = false run
+// their own close timers; the gateway does not schedule closes and calls
+// close() only to revoke early or to reconcile.
+import type { Backend, BackendLogger } from './backend.js';
+import type { BackendConfig } from '../config/model.js';
+import { createCommandBackend } from './command.js';
+import { createIptablesBackend } from './iptables.js';
+import { createLogBackend } from './log.js';
+import { createNftablesBackend, type NftablesOptions } from './nftables.js';
+import { createRouterosBackend } from './routeros.js';
+
+export interface BackendFactoryOptions {
+  /** nftables: extra ruleset parts (knock doors) loaded and restored with sesame's table. */
+  nftRuleset?: NftablesOptions['ruleset'];
+  /** nftables: called when the watchdog restored the table after a flush. */
+  onNftRestored?: NftablesOptions['onRestored'];
+}
+
+export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: BackendFactoryOptions = {}): Backend {
+  switch (cfg.kind) {
+    case 'nftables':
+      return createNftablesBackend(cfg, log, {
+        ...(opts.nftRuleset ? { ruleset: opts.nftRuleset } : {}),
+        ...(opts.onNftRestored ? { onRestored: opts.onNftRestored } : {}),
+      });
+    case 'iptables':
+      return createIptablesBackend(cfg, log);
+    case 'command':
+      return createCommandBackend(cfg, log);
+    case 'log':
+      return createLogBackend(log);
+    case 'routeros':
+      return createRouterosBackend(cfg, log);
+    default: {
+      const never: never = cfg;
+      throw new Error(`unknown backend kind ${JSON.stringify((never as { kind?: unknown }).kind)}`);
+    }
+  }
+}
+
+export { createCommandBackend, createIptablesBackend, createLogBackend, createNftablesBackend, createRouterosBackend };
