@@ -403,6 +403,7 @@ class AccessReader {
     const maxTimeoutSec = s.maxTimeout >= 1 ? s.maxTimeout : DEFAULTS.maxTimeoutSec;
     if (maxTimeoutSec < accessTimeoutSec) this.warnings.push(`${name}: MAX_FW_TIMEOUT (${maxTimeoutSec}) is below FW_ACCESS_TIMEOUT (${accessTimeoutSec})`);
     if (s.expiresAtSec !== undefined && s.expiresAtSec * 1000 < Date.now()) this.warnings.push(`${name} has already expired (ACCESS_EXPIRE); it never matches`);
+    if (!hmacKey) this.warnings.push(`${name} has no HMAC key: its packets are not authenticated (add HMAC_KEY_BASE64)`);
     if (s.mode?.value === 'legacy' && hmacKey) this.warnings.push(`${name}: legacy mode with an HMAC key; fwknop clients refuse to build such packets`);
 
     const cmdCycle: CommandCycle | undefined = s.cycleOpen && s.cycleClose
