@@ -16,6 +16,8 @@ export class ApiClient extends RouterosClient {
   private readonly backoff: Backoff;
   private readonly tls: TlsPolicy | undefined;
   private closedByUs = false;
+  /** close() is final: no reconnects afterwards. */
+  private stopped = false;
 
   constructor(
     readonly address: RouterAddress,
@@ -36,6 +38,7 @@ export class ApiClient extends RouterosClient {
   }
 
   async close(): Promise<void> {
+    this.stopped = true;
     this.closedByUs = true;
     this.conn?.close();
     this.conn = undefined;
@@ -77,8 +80,7 @@ export class ApiClient extends RouterosClient {
       try {
         r = await conn.command(words, timeoutMs ? { timeoutMs } : {});
       } catch (e) {
-        if (e instanceof RouterosError && e.kind === 'closed' && !fresh && attempt === 0) continue;
-        if (e instanceof RouterosError && e.kind === 'timeout') this.backoff.failed(e);
+        if (e instanceof RouterosError && e.kind === 'closed' && !fresh && attempt === 0 && !this.stopped) continue;
         throw e;
       }
       if (r.traps.length > 0) throw trapError(this.display, what, r.traps, this.neededPolicy);
@@ -88,6 +90,7 @@ export class ApiClient extends RouterosClient {
 
   private async session(): Promise<{ conn: ApiConnection; fresh: boolean }> {
     if (this.conn && !this.conn.closed) return { conn: this.conn, fresh: false };
+    if (this.stopped) throw new RouterosError('closed', `${this.display}: client closed`);
     if (!this.connecting) {
       this.backoff.check();
       this.closedByUs = false;
@@ -128,10 +131,16 @@ export class ApiClient extends RouterosClient {
       this.backoff.failed(err);
       throw err;
     }
+    if (this.stopped) {
+      conn.close();
+      throw new RouterosError('closed', `${this.display}: client closed`);
+    }
     this.backoff.succeeded();
     this.conn = conn;
     conn.onClose((e) => {
       if (this.conn === conn) this.conn = undefined;
+      // A router that stops answering is treated like one that refuses: back off.
+      if (e.kind === 'timeout') this.backoff.failed(e);
       if (!this.closedByUs && e.kind !== 'timeout') log.info('routeros.disconnected', { router: this.display, reason: e.message });
     });
     log.info('routeros.connected', { router: this.display });

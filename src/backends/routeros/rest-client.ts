@@ -26,6 +26,12 @@ class VerifiedTlsAgent extends Agent {
   }
 }
 
+class StaleSocketError extends RouterosError {
+  constructor(message: string) {
+    super('closed', message);
+  }
+}
+
 interface HttpReply {
   status: number;
   body: unknown;
@@ -158,7 +164,13 @@ export class RestClient extends RouterosClient {
     const auth = Buffer.from(`${this.address.user}:${password.reveal()}`, 'utf8').toString('base64');
     let reply: HttpReply;
     try {
-      reply = await this.send(method, path, body, auth, timeoutMs ?? this.ctx.timeouts.commandTimeoutMs, what);
+      try {
+        reply = await this.send(method, path, body, auth, timeoutMs ?? this.ctx.timeouts.commandTimeoutMs, what);
+      } catch (e) {
+        // A kept-alive socket the router had already closed: the request never arrived, send it again once.
+        if (!(e instanceof StaleSocketError)) throw e;
+        reply = await this.send(method, path, body, auth, timeoutMs ?? this.ctx.timeouts.commandTimeoutMs, what);
+      }
     } catch (e) {
       const err = e instanceof RouterosError ? e : new RouterosError('unreachable', `${this.display}: ${String(e)}`);
       if (err.isConnectionFailure) this.backoff.failed(err);
@@ -211,6 +223,11 @@ export class RestClient extends RouterosClient {
       }, timeoutMs);
       req.on('error', (e: Error) => {
         clearTimeout(timer);
+        const code = (e as NodeJS.ErrnoException).code;
+        if (req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE')) {
+          reject(new StaleSocketError(`${this.display}: ${what}: kept-alive connection was closed`));
+          return;
+        }
         reject(e instanceof RouterosError ? e : new RouterosError('closed', `${this.display}: ${what}: connection failed (${(e as NodeJS.ErrnoException).code ?? e.message})`));
       });
       req.on('response', (res) => {
