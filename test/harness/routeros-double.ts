@@ -7,7 +7,7 @@
 // sesame's client sends. Messages are RouterOS's real ones where known.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, isIP, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -908,4 +908,14 @@ export class RouterosDouble {
 /** Start a binary-API double (for the lead's end-to-end tests): `const d = await startRouterosDouble({ tls: true })`. */
 export function startRouterosDouble(opts: RouterosDoubleOptions = {}): Promise<RouterosDouble> {
   return RouterosDouble.start(opts);
+}
+
+/**
+ * Write SESAME_PASSWORD to `dir/router.pass` (mode 0600) and return the path:
+ * `--routeros-password-file` / `password_file` for tests against a double.
+ */
+export async function writeSesamePasswordFile(dir: string): Promise<string> {
+  const file = join(dir, 'router.pass');
+  await writeFile(file, `${SESAME_PASSWORD}\n`, { mode: 0o600 });
+  return file;
 }
