@@ -12,7 +12,8 @@
 //   is reached: it needs a key, the HMAC key must differ from the key,
 //   FORCE_SNAT/FORCE_MASQUERADE need FORCE_NAT or FORWARD_ALL, command
 //   cycles need both commands and a timer; legacy mode truncates keys to 16.
-// Sesame additions: keys longer than 32 bytes (HMAC: 128) are refused at load;
+// Sesame additions: keys longer than 32 bytes (HMAC: 128) and port 0 in port
+// lists (fwknopd takes it; nothing can use it) are refused at load;
 // `__CHANGEME__` is refused even with trailing blanks; GPG-only stanzas are
 // skipped with a warning; directives sesame does not implement are named in
 // the warnings. Relative include paths resolve against the including file's
@@ -432,8 +433,8 @@ class AccessReader {
       encryptionMode: (s.mode?.value as EncryptionMode | undefined) ?? DEFAULTS.mode,
       ...(hmacKey ? { hmacKey } : {}),
       hmacType: s.hmacType ?? DEFAULTS.hmac,
-      ...(s.openPorts ? { openPorts: list(s.openPorts, 'OPEN_PORTS', (v) => parsePortList(v, { allowZero: true })) } : {}),
-      restrictPorts: s.restrictPorts ? list(s.restrictPorts, 'RESTRICT_PORTS', (v) => parsePortList(v, { allowZero: true })) : [],
+      ...(s.openPorts ? { openPorts: list(s.openPorts, 'OPEN_PORTS', (v) => parsePortList(v)) } : {}),
+      restrictPorts: s.restrictPorts ? list(s.restrictPorts, 'RESTRICT_PORTS', (v) => parsePortList(v)) : [],
       accessTimeoutSec,
       maxTimeoutSec,
       ...(s.expiresAtSec !== undefined ? { expiresAtSec: s.expiresAtSec } : {}),

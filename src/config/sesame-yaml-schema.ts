@@ -43,11 +43,15 @@ function leaf<T>(expected: string, read: (v: unknown) => T) {
 }
 
 const bad = (expected: string, v: unknown): never => {
-  throw new InvalidValue(`expected ${expected}, got ${describeValue(v)}${typeof v === 'number' ? ` (write it in quotes: "${v}")` : ''}`);
+  throw new InvalidValue(`expected ${expected}, got ${describeValue(v)}`);
 };
 
 export const text = (expected = 'text') =>
-  leaf(expected, (v) => (typeof v === 'string' && v.trim() !== '' ? v : bad(expected, v)));
+  leaf(expected, (v) => {
+    if (typeof v === 'string' && v.trim() !== '') return v;
+    if (typeof v === 'number' || typeof v === 'boolean') throw new InvalidValue(`expected ${expected}, got ${v} (write it in quotes: "${v}")`);
+    return bad(expected, v);
+  });
 
 export const absolutePath = (what = 'an absolute path') =>
   leaf(what, (v) => (typeof v === 'string' && v.startsWith('/') ? v : bad(what, v)));
@@ -79,11 +83,11 @@ export function choice<const T extends string>(values: readonly T[]) {
   });
 }
 
-/** A YAML list of strings, or one string holding a comma-separated list. `item` names one element for messages. */
-function eachItem<T>(v: unknown, item: string, readItem: (s: string) => T | T[], readText: (s: string) => T[]): T[] {
+/** A YAML list of strings, or one string holding a comma-separated list. */
+function eachItem<T>(v: unknown, list: string, item: string, readItem: (s: string) => T | T[], readText: (s: string) => T[]): T[] {
   if (typeof v === 'string') return readText(v);
-  if (!Array.isArray(v)) return bad(`a list of ${item}s`, v);
-  if (v.length === 0) throw new InvalidValue(`the list is empty (expected at least one ${item})`);
+  if (!Array.isArray(v)) return bad(list, v);
+  if (v.length === 0) throw new InvalidValue(`the list is empty (expected ${list})`);
   return v.flatMap((x: unknown, i) => {
     if (typeof x !== 'string') throw new ItemError(i, `expected ${item}, got ${describeValue(x)}`);
     try {
@@ -95,15 +99,17 @@ function eachItem<T>(v: unknown, item: string, readItem: (s: string) => T | T[],
   });
 }
 
+const PORTS = 'a list such as [tcp/22, udp/53]';
 export const ports = () =>
-  leaf('a list such as [tcp/22, udp/53]', (v): PortSpec[] => {
-    const list = eachItem<PortSpec>(v, 'a port such as tcp/22', (s) => parsePortItem(s), (s) => parsePortList(s));
+  leaf(PORTS, (v): PortSpec[] => {
+    const list = eachItem<PortSpec>(v, PORTS, 'a port such as tcp/22', (s) => parsePortItem(s), (s) => parsePortList(s));
     return list.filter((p, i) => list.findIndex((o) => o.proto === p.proto && o.port === p.port) === i);
   });
 
+const ADDRESSES = 'a list such as [any] or [198.51.100.0/24, 2001:db8::/64]';
 export const addresses = () =>
-  leaf('a list such as [any] or [198.51.100.0/24, 2001:db8::/64]', (v): AddressRange[] =>
-    eachItem<AddressRange>(v, 'an address such as any, 198.51.100.0/24 or 2001:db8::/64', (s) => parseAddressItem(s), (s) => parseAddressList(s)));
+  leaf(ADDRESSES, (v): AddressRange[] =>
+    eachItem<AddressRange>(v, ADDRESSES, 'an address such as any, 198.51.100.0/24 or 2001:db8::/64', (s) => parseAddressItem(s), (s) => parseAddressList(s)));
 
 export const ipLiteral = () =>
   leaf('an IPv4 or IPv6 address', (v) => {
@@ -127,9 +133,10 @@ export function parseListen(text: string): Listener {
   return { address, port };
 }
 
+const LISTEN = 'a list such as ["0.0.0.0:62201", "[::]:62201"]';
 export const listen = () =>
-  leaf('a list of ADDRESS:PORT such as 0.0.0.0:62201 or [::]:62201', (v): Listener[] =>
-    eachItem<Listener>(v, 'an ADDRESS:PORT such as 0.0.0.0:62201', parseListen, (s) => s.split(',').map((x) => parseListen(x.trim()))));
+  leaf(LISTEN, (v): Listener[] =>
+    eachItem<Listener>(v, LISTEN, 'ADDRESS:PORT such as 0.0.0.0:62201', parseListen, (s) => s.split(',').map((x) => parseListen(x.trim()))));
 
 export const base64 = () =>
   leaf('base64 text', (v) => {

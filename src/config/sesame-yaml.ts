@@ -70,7 +70,7 @@ export function parseSesameYaml(text: string, file: string, baseDir = path.dirna
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const syntax = doc.errors[0];
   if (syntax) {
-    const line = syntax.linePos?.[0]?.line;
+    const line = syntax.linePos?.[0]?.line ?? lines.linePos(Math.min(syntax.pos[0], Math.max(text.length - 1, 0))).line;
     const msg = syntax.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
     throw new ConfigError(file, line, undefined, `YAML syntax: ${msg}`);
   }
@@ -206,7 +206,11 @@ class Builder {
   /** Exactly one of `<prefix>`, `<prefix>_base64`, `<prefix>_file`. */
   private oneKey(r: RuleInput, at: DataPath, prefix: 'key' | 'hmac_key'): { bytes: Buffer; path: DataPath } | undefined {
     const given = ([prefix, `${prefix}_base64`, `${prefix}_file`] as const).filter((k) => r[k as keyof RuleInput] !== undefined);
-    if (given.length > 1) this.fail([...at, given[1]!], `give only one of ${prefix}, ${prefix}_base64, ${prefix}_file (${given[0]} is set too)`);
+    if (given.length > 1) {
+      // Point at whichever comes later in the file; name the other one.
+      const [first, second] = given.map((k) => ({ k, line: this.places.line([...at, k]) ?? 0 })).sort((a, b) => a.line - b.line);
+      this.fail([...at, second!.k], `give only one of ${prefix}, ${prefix}_base64, ${prefix}_file (${first!.k} is set too)`);
+    }
     const k = given[0];
     if (k === undefined) return undefined;
     const kp = [...at, k];
