@@ -1,6 +1,7 @@
 // RouterOS clients (binary API and REST) against the strict doubles: login
 // (plain and MD5), tags, !trap/!fatal/!empty, TLS policies, timeouts, errors.
 // Spec: /work/shared/docs/routeros.md sections 2 and 3.
+import { request as httpsRequest } from 'node:https';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BackendLogger } from '../src/backends/backend.js';
 import type { RouterTarget } from '../src/config/model.js';
@@ -384,6 +385,40 @@ describe('REST client (RouterOS 7)', () => {
     const p = await errorOf(ro.addAddressListEntry(4, { list: 'x', address: '198.51.100.41', timeoutSec: 5 }));
     expect(p.kind).toBe('permission');
     expect(p.message).toMatch(/not enough permissions \(9\) — give the API user's group the policies rest-api,read,write/);
+  });
+
+  it('the double answers with RouterOS\'s error JSON objects', async () => {
+    const call = (method: string, path: string, body?: unknown, user = 'sesame:' + SESAME_PASSWORD): Promise<{ status: number; text: string }> =>
+      new Promise((resolve, reject) => {
+        const payload = body === undefined ? undefined : JSON.stringify(body);
+        const req = httpsRequest(
+          {
+            host: '127.0.0.1',
+            port: d.port,
+            method,
+            path,
+            rejectUnauthorized: false,
+            headers: { authorization: `Basic ${Buffer.from(user).toString('base64')}`, ...(payload ? { 'content-type': 'application/json' } : {}) },
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (c: Buffer) => (text += c.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on('error', reject);
+        req.end(payload);
+      });
+    const entry = { list: 'raw', address: '198.51.100.60', timeout: '1m' };
+    const created = await call('PUT', '/rest/ip/firewall/address-list', entry);
+    expect(created.status).toBe(201);
+    expect(JSON.parse(created.text)).toMatchObject({ list: 'raw', address: '198.51.100.60', dynamic: 'true' });
+    const dup = await call('PUT', '/rest/ip/firewall/address-list', entry);
+    expect(dup).toEqual({ status: 400, text: '{"error":400,"message":"Bad Request","detail":"failure: already have such entry"}' });
+    expect(await call('GET', '/rest/ip/firewall/address-list', undefined, 'sesame:nope')).toEqual({ status: 401, text: '{"error":401,"message":"Unauthorized"}' });
+    expect(await call('DELETE', '/rest/ip/firewall/address-list/*FFFF')).toEqual({ status: 404, text: '{"error":404,"message":"Not Found"}' });
+    const got = await call('GET', '/rest/ip/firewall/address-list?list=raw&.proplist=address,timeout');
+    expect(JSON.parse(got.text)).toEqual([{ address: '198.51.100.60', timeout: expect.stringMatching(/^(1m|\d+s)$/) }]);
   });
 
   it('refuses the self-signed certificate unless pinned', async () => {
