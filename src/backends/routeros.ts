@@ -210,6 +210,7 @@ class RouterWorker {
       this.retryMs = this.o.retryInitialMs;
       return;
     }
+    if (this.stopped) return;
     this.retryMs = Math.min(this.o.retryMaxMs, this.retryMs * 2);
     const next = Math.max(this.retryMs, this.client.retryDelayMs());
     this.log.warn('routeros.retry_failed', {
