@@ -206,6 +206,11 @@ describeWith('nftables backend in a namespace (real kernel)', ['netns', 'nft'], 
     expect(await lab.canConnect('out', gw, PORT)).toBe(false);
     expect((await nft('list', 'tables')).stdout.trim()).toBe('table inet filter');
     await expect(b.open(grant(lab.host('cl').ip4, 22, 60, { nat: { host: '198.51.100.130', port: 22, local: false } }))).rejects.toThrow(/sets mode cannot do NAT/);
+    // The operator's firewall reloads its table (fw4 reload, nft -f ruleset): sesame re-adds the grant.
+    expect((await nft('delete', 'table', 'inet', 'filter')).code).toBe(0);
+    expect((await lab.exec('gw', 'nft', ['-f', '-'], { input: snippet })).code).toBe(0);
+    expect(await lab.waitOpen('cl', gw, PORT, 2000)).toBeGreaterThanOrEqual(0);
+    expect(await lab.canConnect('out', gw, PORT)).toBe(false);
     await b.shutdown();
     expect(await lab.canConnect('cl', gw, PORT)).toBe(true); // element stays, the kernel expires it
     await nft('flush', 'set', 'inet', 'filter', 'sesame4');
