@@ -84,18 +84,20 @@ export function createNftablesBackend(cfg: NftablesConfig, log: BackendLogger, o
   return new NftablesBackend(cfg, log, opts);
 }
 
-/** The operator's part for sets mode, ready to paste into their ruleset. */
+/** The operator's part for sets mode, ready to paste into their ruleset (family inet, ip or ip6). */
 export function operatorSnippet(cfg: NftablesConfig): string {
   const s = cfg.sets ?? { family: 'inet', table: 'filter', set4: 'sesame4', set6: 'sesame6' };
+  const v4 = s.set4 !== '' && s.family !== 'ip6';
+  const v6 = s.set6 !== '' && s.family !== 'ip';
   return [
     `table ${s.family} ${s.table} {`,
-    `\tset ${s.set4} { type ipv4_addr . inet_proto . inet_service; flags timeout; }`,
-    `\tset ${s.set6} { type ipv6_addr . inet_proto . inet_service; flags timeout; }`,
+    ...(v4 ? [`\tset ${s.set4} { type ipv4_addr . inet_proto . inet_service; flags timeout; }`] : []),
+    ...(v6 ? [`\tset ${s.set6} { type ipv6_addr . inet_proto . inet_service; flags timeout; }`] : []),
     `\tchain input {`,
     `\t\ttype filter hook input priority filter; policy drop;`,
     `\t\tct state established,related accept`,
-    `\t\tip saddr . meta l4proto . th dport @${s.set4} accept`,
-    `\t\tip6 saddr . meta l4proto . th dport @${s.set6} accept`,
+    ...(v4 ? [`\t\tip saddr . meta l4proto . th dport @${s.set4} accept`] : []),
+    ...(v6 ? [`\t\tip6 saddr . meta l4proto . th dport @${s.set6} accept`] : []),
     `\t\t# ... the rest of your input policy`,
     `\t}`,
     `}`,
