@@ -72,6 +72,16 @@ describe('address lists (SOURCE / DESTINATION syntax)', () => {
     expect(parseIp('::ffff:1.2.3.4')).toEqual({ family: 4, value: 0x01020304n });
   });
 
+  it('the fast IPv4 path accepts exactly what the strict parser accepts', () => {
+    const any4 = parseAddressList('0.0.0.0/0');
+    const part = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom('', '00', '01', '007', 'x', '1a', ' 1'));
+    fc.assert(fc.property(fc.array(part, { minLength: 1, maxLength: 5 }), fc.boolean(), (parts, mapped) => {
+      const text = parts.join('.');
+      const ok = parseIp(text)?.family === 4 && !text.includes(':');
+      expect(matchesAny(any4, mapped ? `::FFFF:${text}` : text)).toBe(ok);
+    }), { numRuns: 500 });
+  });
+
   it('prefix matching agrees with a per-bit reference for random IPv4 ranges', () => {
     fc.assert(
       fc.property(fc.nat({ max: 0xffffffff }), fc.nat({ max: 0xffffffff }), fc.integer({ min: 0, max: 32 }), (net, ip, prefix) => {

@@ -139,11 +139,38 @@ export function parseAddressList(input: string | readonly string[]): AddressRang
   return items.flatMap((i) => parseAddressItem(i));
 }
 
+/** Dotted-quad IPv4 to an unsigned 32-bit number, without bigint (the per-packet path). */
+function ipv4Number(text: string): number | undefined {
+  let value = 0;
+  let octet = -1;
+  let dots = 0;
+  let digits = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (octet < 0 || dots === 3) return undefined;
+      value = value * 256 + octet;
+      octet = -1;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return undefined;
+      octet = (octet < 0 ? 0 : octet * 10) + (c - 48);
+      if (octet > 255 || ++digits > 3) return undefined;
+    } else return undefined;
+  }
+  if (dots !== 3 || octet < 0) return undefined;
+  return value * 256 + octet;
+}
+
+/** Is `ip` (as a socket reports it; IPv4-mapped IPv6 counts as IPv4) inside any of the ranges? */
 export function matchesAny(ranges: readonly AddressRange[], ip: string): boolean {
-  const addr = parseIp(ip);
-  if (!addr) return false;
-  if (addr.family === 4) {
-    const value = Number(addr.value);
+  let v4 = ipv4Number(ip);
+  if (v4 === undefined && ip.length > 7 && ip.slice(0, 7).toLowerCase() === '::ffff:') v4 = ipv4Number(ip.slice(7));
+  const addr = v4 === undefined ? parseIp(ip) : undefined;
+  if (v4 === undefined && !addr) return false;
+  if (v4 !== undefined || addr!.family === 4) {
+    const value = v4 ?? Number(addr!.value);
     for (const r of ranges) {
       if (r.family !== 4) continue;
       if (r.prefix === 0) return true;
@@ -154,7 +181,7 @@ export function matchesAny(ranges: readonly AddressRange[], ip: string): boolean
   }
   for (const r of ranges) {
     if (r.family !== 6) continue;
-    if ((addr.value & maskOf(V6_BITS, r.prefix)) === r.network) return true;
+    if ((addr!.value & maskOf(V6_BITS, r.prefix)) === r.network) return true;
   }
   return false;
 }
