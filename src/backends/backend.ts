@@ -10,6 +10,10 @@ export interface NatTarget {
   port: number;
   /** Local NAT (types 5/6): redirect to this gateway's own service port. */
   local: boolean;
+  /** Masquerade forwarded traffic (fwknop ENABLE_IPT_SNAT / FORCE_MASQUERADE). */
+  masquerade?: boolean;
+  /** SNAT forwarded traffic to this address (SNAT_TRANSLATE_IP / FORCE_SNAT). */
+  snatAddress?: string;
 }
 
 export interface Grant {
@@ -28,6 +32,10 @@ export interface Grant {
   /** Name of the access rule that allowed it (logs only). */
   rule: string;
   nat?: NatTarget;
+  /** Source address of the SPA packet ($PKT_SRC), when it differs from the allow address. */
+  packetSource?: string;
+  /** Address the SPA packet was sent to ($DST), when known. */
+  destination?: string;
 }
 
 export function grantKey(g: Pick<Grant, 'address' | 'proto' | 'port'> & { nat?: NatTarget }): string {

@@ -6,6 +6,8 @@ import { registerDecode } from './decode.js';
 import { registerKeygen } from './keygen.js';
 import { registerKnock } from './knock.js';
 import { registerServe } from './serve.js';
+import { registerKnockd } from './knockd.js';
+import { registerRouteros } from './routeros.js';
 
 export const VERSION = '0.1.0';
 
@@ -19,6 +21,8 @@ export function buildProgram(): Command {
   registerKeygen(program);
   registerDecode(program);
   registerServe(program);
+  registerKnockd(program);
+  registerRouteros(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -9,7 +9,7 @@ import QRCode from 'qrcode';
 import type { BackendConfig, GatewayConfig } from '../config/model.js';
 import { loadFwknopConfig } from '../config/fwknop.js';
 import { loadSesameYaml } from '../config/sesame-yaml.js';
-import { defaultGuardPorts } from '../config/defaults.js';
+import { CONFIG_DEFAULTS, defaultGuardPorts } from '../config/defaults.js';
 import { Gateway } from '../gateway/daemon.js';
 import { Logger, stderrSink } from '../gateway/log.js';
 import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
@@ -39,7 +39,7 @@ function backendFromFlags(kind: BackendKind, o: ServeOpts, cfg: GatewayConfig): 
     case 'nftables':
       return cfg.backend.kind === 'nftables' ? cfg.backend : { kind: 'nftables', mode: 'guard', table: 'sesame', guardPorts: defaultGuardPorts(cfg.rules) };
     case 'iptables':
-      return cfg.backend.kind === 'iptables' ? cfg.backend : { kind: 'iptables', chain: 'FWKNOP_INPUT', jumpPosition: 1, iptables: 'iptables', ip6tables: 'ip6tables' };
+      return cfg.backend.kind === 'iptables' ? cfg.backend : { kind: 'iptables', chain: CONFIG_DEFAULTS.iptablesChain, jumpPosition: CONFIG_DEFAULTS.iptablesJumpPosition, iptables: CONFIG_DEFAULTS.iptables, ip6tables: CONFIG_DEFAULTS.ip6tables };
     case 'log':
       return { kind: 'log' };
     case 'command':
@@ -74,14 +74,16 @@ export function loadServeConfig(o: ServeOpts): GatewayConfig {
     if (o.fwknopdConf || o.accessConf) throw new UsageError('give either -c FILE or --fwknopd-conf/--access-conf, not both');
     cfg = loadSesameYaml(o.config);
   } else if (o.accessConf !== undefined) {
-    cfg = loadFwknopConfig(o.fwknopdConf ?? '/etc/fwknop/fwknopd.conf', o.accessConf, {});
+    const simple = o.backend === 'nftables' || o.backend === 'iptables' || o.backend === 'log';
+    cfg = loadFwknopConfig(o.fwknopdConf ?? '/etc/fwknop/fwknopd.conf', o.accessConf, simple ? { backend: o.backend as BackendKind } : {});
   } else if (o.fwknopdConf !== undefined) {
     throw new UsageError('--fwknopd-conf needs --access-conf too');
   } else {
     throw new UsageError('no configuration: give -c sesame.yaml, or --fwknopd-conf F --access-conf F (or run sesame up)');
   }
   if (stateDir) cfg.stateDir = stateDir;
-  if (o.backend) cfg.backend = backendFromFlags(o.backend as BackendKind, o, cfg);
+  if (o.backend && o.backend !== cfg.backend.kind) cfg.backend = backendFromFlags(o.backend as BackendKind, o, cfg);
+  else if (o.backend === 'routeros') cfg.backend = backendFromFlags('routeros', o, cfg);
   else if (o.routeros) cfg.backend = backendFromFlags('routeros', o, cfg);
   if (o.logFormat) cfg.log.format = o.logFormat as 'json' | 'text';
   if (o.logLevel) cfg.log.level = o.logLevel as GatewayConfig['log']['level'];

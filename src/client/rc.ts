@@ -26,10 +26,11 @@ export function rcToKnockInput(vars: Readonly<Record<string, string>>): KnockInp
   }
   if (v('DIGEST_TYPE')) out.digestType = v('DIGEST_TYPE');
   if (v('ENCRYPTION_MODE')) out.encryptionMode = v('ENCRYPTION_MODE');
-  if (v('KEY_BASE64')) out.keyBase64Rijndael = v('KEY_BASE64');
-  else if (v('KEY')) out.keyRijndael = v('KEY');
-  if (v('HMAC_KEY_BASE64')) out.keyBase64Hmac = v('HMAC_KEY_BASE64');
-  else if (v('HMAC_KEY')) out.keyHmac = v('HMAC_KEY');
+  // fwknop: KEY wins over KEY_BASE64 when a stanza has both.
+  if (v('KEY')) out.keyRijndael = v('KEY');
+  else if (v('KEY_BASE64')) out.keyBase64Rijndael = v('KEY_BASE64');
+  if (v('HMAC_KEY')) out.keyHmac = v('HMAC_KEY');
+  else if (v('HMAC_KEY_BASE64')) out.keyBase64Hmac = v('HMAC_KEY_BASE64');
   if (v('HMAC_DIGEST_TYPE')) out.hmacDigestType = v('HMAC_DIGEST_TYPE');
   if (v('SPOOF_USER')) out.spoofUser = v('SPOOF_USER');
   if (v('NAT_ACCESS')) out.natAccess = v('NAT_ACCESS');

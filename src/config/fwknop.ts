@@ -1,9 +1,10 @@
 // A gateway configuration from fwknop's own files: fwknopd.conf (global
 // settings) + access.conf (rules), mapped into model.ts's GatewayConfig.
 // Spec: fwknop-protocol.md 4-7. Mapping:
-// - listeners: UDP server mode -> 0.0.0.0:UDPSERV_PORT; pcap mode (the
-//   default) -> 0.0.0.0 on the port of a simple `udp [dst] port N` PCAP_FILTER,
-//   else 62201, with a warning (sesame reads a socket, it does not sniff);
+// - listeners: UDP server mode -> UDPSERV_PORT; pcap mode (the default) ->
+//   the port of a simple `udp [dst] port N` PCAP_FILTER, else 62201, with a
+//   warning (sesame reads a socket, it does not sniff); on 0.0.0.0 and, beyond
+//   fwknopd (IPv4 only), on [::] too;
 // - MAX_SPA_PACKET_AGE / ENABLE_SPA_PACKET_AGING -> maxPacketAgeSec (0 = off),
 //   ENABLE_DIGEST_PERSISTENCE -> replayProtection;
 // - backend iptables by default: chain and jump position from
@@ -150,7 +151,8 @@ export function loadFwknopConfig(fwknopdConfPath: string, accessConfPath: string
 
   return {
     sources: [fwknopdConfPath, ...access.files],
-    listeners: [listener],
+    // fwknopd is IPv4 only; sesame also listens on IPv6 (an IPv6-only socket beside the IPv4 one).
+    listeners: [listener, { address: '::', port: listener.port }],
     backend: backendFor(overrides.backend ?? 'iptables', conf, access.rules),
     rules: access.rules,
     maxPacketAgeSec: conf.enableSpaPacketAging ? conf.maxSpaPacketAgeSec : 0,

@@ -76,7 +76,9 @@ export class GrantManager {
     this.persist();
     this.arm();
     const p = Promise.all(grants.map((g) => b.open(g).catch((err) => {
-      this.log.error('grant_failed', { src: g.address, port: `${g.proto}/${g.port}`, backend: b.name, error: (err as Error).message });
+      // A backend that keeps retrying in the background (a router that is down) already logged the failure.
+      const retrying = (err as { retrying?: boolean }).retrying === true;
+      this.log.log(retrying ? 'warn' : 'error', retrying ? 'grant_pending' : 'grant_failed', { src: g.address, port: `${g.proto}/${g.port}`, backend: b.name, error: (err as Error).message });
     }))).then(() => undefined);
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));

@@ -80,7 +80,7 @@ export class Pipeline {
         this.deps.replay.add(digest!, dec.value.timestamp);
         burned = true;
       }
-      const pol = authorize(dec.value, rule, { source, nowMs, maxAgeSec: this.deps.maxAgeSec() });
+      const pol = authorize(dec.value, rule, { source, nowMs, maxAgeSec: this.deps.maxAgeSec(), ...(destination ? { destination } : {}) });
       if (!pol.ok) { note({ kind: 'reject', reason: pol.reason, detail: pol.detail, rule: rule.name, ...(pol.fields ? { fields: pol.fields } : {}) }); continue; }
       if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp };
       return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp };

@@ -30,6 +30,8 @@ export interface PacketContext {
   nowMs: number;
   /** Largest accepted |now - timestamp| in seconds; 0 = aging off. */
   maxAgeSec: number;
+  /** Address the packet was sent to, when the listener knows it. */
+  destination?: string;
 }
 
 /** "::ffff:198.51.100.2" -> "198.51.100.2" (dual-stack sockets report IPv4 peers that way). */
@@ -88,7 +90,7 @@ export function authorize(msg: SpaMessage, rule: AccessRule, ctx: PacketContext)
   }
   if (nat && (rule.nat.snat || rule.nat.forceMasquerade || rule.nat.forceSnat)) {
     const snatAddress = rule.nat.forceSnat ?? rule.nat.snatAddress;
-    Object.assign(nat, snatAddress ? { snatAddress } : { masquerade: true });
+    nat = { ...nat, ...(snatAddress ? { snatAddress } : { masquerade: true }) };
   }
   // NAT uses only the first requested port, as fwknopd does.
   const granted = nat ? ports.slice(0, 1) : ports;
@@ -102,6 +104,8 @@ export function authorize(msg: SpaMessage, rule: AccessRule, ctx: PacketContext)
     clientTimeoutSec: clientTimeout,
     rule: rule.name,
     ...(nat ? { nat } : {}),
+    packetSource: ctx.source,
+    ...(ctx.destination ? { destination: ctx.destination } : {}),
   }));
   return { ok: true, grants, timeoutSec, allowIp };
 }
