@@ -87,7 +87,7 @@ describe('config check / convert commands', () => {
     const { conf, access } = fixturePair();
     const { out } = await run(['config', 'check', '--fwknopd-conf', conf, '--access-conf', access]);
     const lines = out.trimEnd().split('\n');
-    expect(lines[0]).toBe('ok: 3 rules, backend iptables, listening on 0.0.0.0:62201');
+    expect(lines[0]).toBe('ok: 3 rules, backend iptables, listening on 0.0.0.0:62201, [::]:62201');
     expect(lines.slice(1).every((l) => l.startsWith('warning: '))).toBe(true);
     expect(lines.some((l) => l.includes('GPG only'))).toBe(true);
     expect(configCheck({ fwknopdConf: conf, accessConf: access, backend: 'nftables' })[0]).toMatch(/backend nftables/);

@@ -53,8 +53,13 @@ describe('access.conf syntax quirks of fwknop 2.6.10', () => {
   it('refuses a blank-only line or a name without a value (fwknopd refuses the file)', () => {
     const e = failure('SOURCE ANY\n   \nKEY abc\n');
     expect(e.line).toBe(2);
-    expect(e.message).toMatch(/access\.conf:2: .*is not a "NAME value" line/);
-    expect(failure('SOURCE ANY\nKEY\n').line).toBe(2);
+    expect(e.message).toMatch(/access\.conf:2: the line holds only blanks/);
+    expect(failure('SOURCE ANY\nKEY abc\n  #\n').message).toMatch(/:3: a comment must have its '#' in the first column/);
+    const noValue = failure('SOURCE ANY\nKEY\n');
+    expect(noValue.line).toBe(2);
+    expect(noValue.message).toMatch(/the line has a name but no value/);
+    // The line is never repeated: it may hold a key.
+    expect(failure('SOURCE ANY\nKEY;s3cr3t-key\n').message).not.toContain('s3cr3t');
     expect(failure('SOURCE ANY\nKEY abc\nHMAC_KEY ;x\n').line).toBe(3);
   });
 

@@ -23,7 +23,7 @@ function load(conf: string, access = ACCESS, overrides: Parameters<typeof loadFw
 describe('loadFwknopConfig: fwknopd.conf + access.conf -> GatewayConfig', () => {
   it('maps the defaults: pcap mode becomes a UDP listener on 62201 (with a warning), iptables FWKNOP_INPUT', () => {
     const c = load('');
-    expect(c.listeners).toEqual([{ address: '0.0.0.0', port: 62201 }]);
+    expect(c.listeners).toEqual([{ address: '0.0.0.0', port: 62201 }, { address: '::', port: 62201 }]);
     expect(c.warnings.some((w) => w.includes('sniffs packets with pcap') && w.includes('port 62201'))).toBe(true);
     expect(c.backend).toEqual({ kind: 'iptables', chain: 'FWKNOP_INPUT', jumpPosition: 1, iptables: '/usr/sbin/iptables', ip6tables: '/usr/sbin/ip6tables' });
     expect(c.maxPacketAgeSec).toBe(120);
@@ -34,15 +34,15 @@ describe('loadFwknopConfig: fwknopd.conf + access.conf -> GatewayConfig', () => 
   });
 
   it('takes the port of a simple pcap filter, else 62201', () => {
-    expect(load('PCAP_FILTER udp dst port 5000\n').listeners).toEqual([{ address: '0.0.0.0', port: 5000 }]);
+    expect(load('PCAP_FILTER udp dst port 5000\n').listeners).toEqual([{ address: '0.0.0.0', port: 5000 }, { address: '::', port: 5000 }]);
     const complex = load('PCAP_FILTER udp port 5000 or tcp port 5000\n');
-    expect(complex.listeners).toEqual([{ address: '0.0.0.0', port: 62201 }]);
+    expect(complex.listeners).toEqual([{ address: '0.0.0.0', port: 62201 }, { address: '::', port: 62201 }]);
     expect(complex.warnings.some((w) => w.includes('"udp port 5000 or tcp port 5000" is not a simple "udp port N"'))).toBe(true);
   });
 
   it('UDP server mode listens on UDPSERV_PORT without the pcap warning', () => {
     const c = load('ENABLE_UDP_SERVER Y\nUDPSERV_PORT 40001\n');
-    expect(c.listeners).toEqual([{ address: '0.0.0.0', port: 40001 }]);
+    expect(c.listeners).toEqual([{ address: '0.0.0.0', port: 40001 }, { address: '::', port: 40001 }]);
     expect(c.warnings.some((w) => w.includes('pcap'))).toBe(false);
     const e = (() => { try { load('ENABLE_UDP_SERVER Y\nUDPSERV_PORT 99999\n'); } catch (x) { return x as ConfigError; } })();
     expect(e).toBeInstanceOf(ConfigError);

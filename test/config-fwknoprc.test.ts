@@ -114,7 +114,7 @@ describe('~/.fwknoprc', () => {
     expect(err('[default]\nKEY_BASE64 abc$\n')).toMatch(/^rc:2: KEY_BASE64: "abc\$" is not base64 text/);
     expect(err('[default]\nFW_TIMEOUT 65537\n')).toMatch(/^rc:2: FW_TIMEOUT:/);
     expect(err('[default]\nTIME_OFFSET abc\n')).toMatch(/^rc:2: TIME_OFFSET:/);
-    expect(err('[default]\nSPA_SERVER\n')).toBe('rc:2: "SPA_SERVER" is not a "NAME value" line (fwknop refuses the file)');
+    expect(err('[default]\nSPA_SERVER\n')).toBe('rc:2: the line has a name but no value (expected "NAME value"; fwknop refuses the file)');
     expect(err('[default]\nSPA_SERVER_PROTO sctp\n')).toMatch(/not one of udp, tcp, http, udpraw, tcpraw, icmp/);
   });
 

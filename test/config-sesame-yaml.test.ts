@@ -168,6 +168,15 @@ describe('sesame YAML: every error is one line with file:line, key and what is e
     expect(failure(two).message).toMatch(/^sesame\.yaml:4: rules\[0\]\.key: give only one of key, key_base64, key_file/);
   });
 
+  it('secrets are never repeated in messages', () => {
+    const m1 = failure(['rules:', '  - source: [any]', '    key: 987654321', `    hmac_key_base64: ${H}`, ''].join('\n')).message;
+    expect(m1).toBe('sesame.yaml:3: rules[0].key: expected the encryption passphrase, got a number (write it in quotes)');
+    const m2 = failure(['rules:', '  - source: [any]', '    key_base64: 12345678', `    hmac_key_base64: ${H}`, ''].join('\n')).message;
+    expect(m2).not.toContain('12345678');
+    const m3 = failure(['rules:', '  - source: [any]', '    key_base64: "c2Vj cmV0!"', `    hmac_key_base64: ${H}`, ''].join('\n')).message;
+    expect(m3).not.toContain('cmV0');
+  });
+
   it('wrong types and values say what is expected', () => {
     expect(failure(yaml([], ['max_packet_age: abc'])).message).toBe('sesame.yaml:1: max_packet_age: expected seconds (0 turns packet aging off) (a whole number 0..100000), got "abc"');
     expect(failure(yaml([], ['max_packet_age: "120"'])).message).toMatch(/got the string "120" \(remove the quotes\)/);

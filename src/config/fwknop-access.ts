@@ -129,7 +129,7 @@ class AccessReader {
     for (const l of scanServerLines(text)) {
       const at = { file, line: l.line };
       if (l.kind === 'invalid') {
-        throw new ConfigError(file, l.line, undefined, `${quote(l.text.trimEnd())} is not a "NAME value" line (a comment needs '#' in the first column; fwknopd refuses the file)`);
+        throw new ConfigError(file, l.line, undefined, invalidLineProblem(l.text));
       }
       const name = stripNameColon(l.name);
       const value = l.value;
@@ -204,7 +204,7 @@ class AccessReader {
     }
     if (text !== undefined) {
       for (const l of scanServerLines(text)) {
-        if (l.kind === 'invalid') throw new ConfigError(file, l.line, undefined, `${quote(l.text.trimEnd())} is not a "NAME value" line`);
+        if (l.kind === 'invalid') throw new ConfigError(file, l.line, undefined, invalidLineProblem(l.text));
         const name = stripNameColon(l.name);
         if (KEY_FILE_DIRECTIVES.includes(name)) this.apply(stanza, { ...l, name }, { file, line: l.line });
         else this.warnings.push(`${file}:${l.line}: ${name} is not a key variable; %include_keys reads only keys, so it is ignored`);
@@ -445,6 +445,13 @@ class AccessReader {
       nat,
     };
   }
+}
+
+/** Why a line is not `NAME value`, without repeating it (it may hold a key). */
+export function invalidLineProblem(text: string): string {
+  if (/^[ \t\v\f\r]*$/.test(text)) return 'the line holds only blanks (fwknopd refuses the file: delete the blanks)';
+  if (/^[ \t]+[#;]/.test(text)) return 'a comment must have its \'#\' in the first column (fwknopd refuses the file)';
+  return 'the line has a name but no value (expected "NAME value"; fwknopd refuses the file)';
 }
 
 /** The key as fwknopd uses it: legacy mode keeps only the first 16 bytes. */

@@ -17,6 +17,7 @@
 import { ConfigError } from './model.js';
 import { isSkippedLine, physicalLines, scanRcEntry, stripNameColon } from './fwknop-lines.js';
 import { parseIPv4 } from './address.js';
+import { invalidLineProblem } from './fwknop-access.js';
 import { cStrtol, decodeFwknopBase64, didYouMean, isFwknopBase64Text, quote } from './values.js';
 import { DIGEST_TYPES, ENCRYPTION_MODES, type DigestType, type EncryptionMode, type HmacType } from '../spa/types.js';
 
@@ -140,7 +141,7 @@ class RcReader {
     for (const { line, text } of section.entries) {
       const e = scanRcEntry(text);
       if (!e) {
-        throw new ConfigError(this.file, line, undefined, `${quote(text.trimEnd())} is not a "NAME value" line (fwknop refuses the file)`);
+        throw new ConfigError(this.file, line, undefined, invalidLineProblem(text).replace('fwknopd', 'fwknop'));
       }
       this.assign(stripNameColon(e.name), e.value, line);
     }

@@ -138,9 +138,26 @@ export const listen = () =>
   leaf(LISTEN, (v): Listener[] =>
     eachItem<Listener>(v, LISTEN, 'ADDRESS:PORT such as 0.0.0.0:62201', parseListen, (s) => s.split(',').map((x) => parseListen(x.trim()))));
 
+/** What kind of value it is, never the value itself (for secrets). */
+function kindOf(v: unknown): string {
+  if (v === null) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return typeof v === 'string' ? 'text' : `a ${typeof v}`;
+}
+
+/** A secret given as text: messages never repeat the value. */
+export const secretText = (expected: string) =>
+  leaf(expected, (v) => {
+    if (typeof v === 'string' && v !== '') return v;
+    const hint = typeof v === 'number' || typeof v === 'boolean' ? ' (write it in quotes)' : '';
+    throw new InvalidValue(`expected ${expected}, got ${typeof v === 'string' ? 'empty text' : kindOf(v)}${hint}`);
+  });
+
+/** A secret given as base64: messages never repeat the value. */
 export const base64 = () =>
   leaf('base64 text', (v) => {
-    if (typeof v !== 'string') return bad('base64 text', v);
+    if (typeof v !== 'string') throw new InvalidValue(`expected base64 text, got ${kindOf(v)}${typeof v === 'number' ? ' (write it in quotes)' : ''}`);
     return decodeStrictBase64(v);
   });
 
@@ -201,10 +218,10 @@ export const ruleSchema = strict({
   name: text('a rule name').optional(),
   source: addresses(),
   destination: addresses().optional(),
-  key: text('the encryption passphrase').optional(),
+  key: secretText('the encryption passphrase').optional(),
   key_base64: base64().optional(),
   key_file: filePath().optional(),
-  hmac_key: text('the HMAC passphrase').optional(),
+  hmac_key: secretText('the HMAC passphrase').optional(),
   hmac_key_base64: base64().optional(),
   hmac_key_file: filePath().optional(),
   insecure_no_hmac: bool().optional(),
@@ -231,7 +248,7 @@ const routerSchema = strict({
   url: text('a router URL such as api-ssl://sesame@192.168.88.1'),
   password_file: filePath().optional(),
   password_env: text('an environment variable name').optional(),
-  password: text('the router password').optional(),
+  password: secretText('the router password').optional(),
   fingerprint: text('a SHA-256 certificate fingerprint (64 hex digits)').optional(),
   insecure: bool().optional(),
   ca: filePath().optional(),
