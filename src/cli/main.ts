@@ -8,6 +8,7 @@ import { registerKnock } from './knock.js';
 import { registerServe } from './serve.js';
 import { registerKnockd } from './knockd.js';
 import { registerRouteros } from './routeros.js';
+import { registerConfig } from './config.js';
 
 export const VERSION = '0.1.0';
 
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerKnockd(program);
   registerRouteros(program);
+  registerConfig(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }
