@@ -13,6 +13,8 @@ import { readRcInput } from './rc-file.js';
 import { UsageError } from './errors.js';
 
 interface KnockCliOpts extends KnockInput {
+  resolveIpHttps?: boolean;
+  resolveIpHttp?: boolean;
   test?: boolean;
   savePacket?: string;
   savePacketAppend?: string;
@@ -29,6 +31,7 @@ function cliInput(o: KnockCliOpts, host?: string): KnockInput {
   const keys: (keyof KnockInput)[] = ['access', 'allowIp', 'sourceIp', 'resolveIp', 'resolveUrl', 'destination', 'serverPort', 'fwTimeout', 'natAccess', 'natLocal', 'natPort', 'serverCmd', 'keyRijndael', 'keyBase64Rijndael', 'keyHmac', 'keyBase64Hmac', 'hmacDigestType', 'digestType', 'encryptionMode', 'spoofUser', 'timeOffsetPlus', 'timeOffsetMinus', 'ipv4', 'ipv6'];
   const out: KnockInput = {};
   for (const k of keys) if (o[k] !== undefined) (out as Record<string, unknown>)[k] = o[k];
+  if (o.resolveIpHttps || o.resolveIpHttp) out.resolveIp = true;
   if (host !== undefined) {
     if (out.destination !== undefined && out.destination !== host) throw new UsageError(`two destinations given: -D ${out.destination} and ${host}`);
     out.destination = host;
@@ -105,6 +108,7 @@ export function registerKnock(program: Command): void {
     .option('-a, --allow-ip <ip>', 'address to allow (IPv4; IPv6 is a sesame extension)')
     .option('-s, --source-ip', 'allow the address the packet comes from (sends 0.0.0.0)')
     .option('-R, --resolve-ip-https', 'learn this host\'s public address over HTTPS and allow it')
+    .option('--resolve-ip-http', 'same as -R (fwknop name)')
     .option('--resolve-url <url>', 'URL that returns this host\'s public address (for -R)')
     .option('-D, --destination <host>', 'the gateway host name or address')
     .option('-p, --server-port <port>', 'gateway UDP port (default 62201)')
