@@ -2,7 +2,8 @@
 // fwknop's files), start the gateway, and handle signals: SIGTERM/SIGINT stop
 // cleanly, SIGHUP reloads (a broken new configuration leaves the old one
 // running, with an error).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import os from 'node:os';
 import type { Command } from 'commander';
 import QRCode from 'qrcode';
@@ -15,6 +16,7 @@ import { Logger, stderrSink } from '../gateway/log.js';
 import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
 import { parseAccess } from '../client/options.js';
 import { UsageError } from './errors.js';
+import { loadDoorFile } from '../knockd/load.js';
 
 interface ServeOpts {
   config?: string;
@@ -90,10 +92,12 @@ export function loadServeConfig(o: ServeOpts): GatewayConfig {
   return cfg;
 }
 
-export async function serve(load: () => GatewayConfig, banner?: (cfg: GatewayConfig) => void): Promise<number> {
+export async function serve(load: () => GatewayConfig, banner?: (cfg: GatewayConfig) => void, doorsFile?: string): Promise<number> {
   const cfg = load();
   const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
-  const gw = await Gateway.start(cfg, { log });
+  const doors = doorsFile && hasDoors(doorsFile) ? await loadDoorFile(doorsFile) : undefined;
+  for (const w of doors?.warnings ?? []) log.warn('config_warning', { message: w });
+  const gw = await Gateway.start(cfg, { log, ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
   banner?.(cfg);
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -134,7 +138,7 @@ export function registerServe(program: Command): void {
     .option('--routeros-fingerprint <sha256>', 'pin the router certificate (api-ssl, https)')
     .option('--routeros-insecure', 'do not verify the router certificate (warns at every connection)')
     .action(async (o: ServeOpts) => {
-      process.exitCode = await serve(() => loadServeConfig(o));
+      process.exitCode = await serve(() => loadServeConfig(o), undefined, o.config);
     });
 
   program.command('up')
@@ -162,6 +166,16 @@ export function registerServe(program: Command): void {
         () => process.stdout.write(upInstructions(plan, guard, server, qr)),
       );
     });
+}
+
+/** A sesame YAML with a top-level `doors:` list also defines knock doors. */
+function hasDoors(file: string): boolean {
+  try {
+    const doc = parseYaml(readFileSync(file, 'utf8')) as unknown;
+    return typeof doc === 'object' && doc !== null && 'doors' in doc;
+  } catch {
+    return false;
+  }
 }
 
 function firstAddress(): string | undefined {

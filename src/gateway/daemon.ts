@@ -15,6 +15,9 @@ import { unmapAddress } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
 import { ReplayStore } from './replay-store.js';
 import { ensureStateDir } from './state.js';
+import type { Door } from '../knockd/door.js';
+import { doorPorts } from '../knockd/door.js';
+import { doorsNftFragments } from '../knockd/nftables.js';
 
 const MAIN = 'main';
 
@@ -22,6 +25,8 @@ export interface GatewayOptions {
   log: Logger;
   /** Backend override (tests). */
   backend?: Backend;
+  /** Classic knock doors to install in sesame's nftables table (guard mode only). */
+  doors?: Door[];
 }
 
 export interface GatewayStats { received: number; granted: number; rejected: number }
@@ -68,7 +73,7 @@ export class Gateway {
     const log = this.opts.log;
     for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
     this.replay?.open();
-    const main = this.opts.backend ?? createBackend(this.cfg.backend, this.backendLogger());
+    const main = this.opts.backend ?? createBackend(this.cfg.backend, this.backendLogger(), this.doorRuleset());
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
@@ -80,6 +85,27 @@ export class Gateway {
       rules: this.cfg.rules.length,
       state_dir: this.cfg.stateDir,
     });
+  }
+
+  /** Knock doors live in sesame's nftables table and add to the same granted sets as SPA grants. */
+  private doorRuleset(): { nftRuleset?: { extraSets: string[]; extraChains: string[] } } {
+    const doors = this.opts.doors ?? [];
+    if (doors.length === 0) return {};
+    const b = this.cfg.backend;
+    if (b.kind !== 'nftables' || b.mode !== 'guard') {
+      throw new Error('knock doors need the nftables backend in guard mode (backend: { kind: nftables, mode: guard })');
+    }
+    for (const d of doors) {
+      for (const step of doorPorts(d)) {
+        if (step.proto === 'udp' && this.cfg.listeners.some((l) => l.port === step.port)) {
+          throw new Error(`door ${d.name}: knock port udp/${step.port} is the SPA listen port; pick another knock port`);
+        }
+      }
+    }
+    const f = doorsNftFragments(doors);
+    for (const p of f.guardPorts) if (!b.guardPorts.some((g) => g.proto === p.proto && g.port === p.port)) b.guardPorts.push(p);
+    this.opts.log.info('doors', { doors: doors.map((d) => d.name) });
+    return { nftRuleset: { extraSets: f.extraSets, extraChains: f.extraChains } };
   }
 
   /** Rules with CMD_CYCLE_OPEN get a command backend of their own. */
