@@ -79,6 +79,21 @@ describe('wire gates', () => {
   it('refuses to build a packet no fwknop server can decode', () => {
     expect(() => encodePacket({ ...base, type: 0, message: '198.51.100.2,' + 'x'.repeat(200) }, keys)).toThrow(/too long/);
   });
+  it('accepts only the canonical spelling of a packet without HMAC (no replay through spare bits)', () => {
+    const k: SpaKeys = { key: Buffer.from('k'.repeat(32)) };
+    const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    // Find a packet whose last character carries spare bits, then set one of them.
+    for (let i = 0; i < 50; i++) {
+      const w = encodePacket({ ...base, username: 'u'.repeat(1 + i) }, k).wire;
+      if ((RIJNDAEL_PREFIX + w).length % 4 === 0) continue;
+      const last = B64.indexOf(w[w.length - 1]!);
+      const twin = w.slice(0, -1) + B64[last ^ 1];
+      expect(decodePacket(w, k).ok).toBe(true);
+      expect(decodePacket(twin, k)).toMatchObject({ ok: false, reason: 'not_base64' });
+      return;
+    }
+    throw new Error('no packet with spare bits found');
+  });
   it('replay digest is SHA-256 of the wire, base64 without =', () => {
     expect(replayDigest('abc')).toBe('ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0');
   });

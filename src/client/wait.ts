@@ -12,12 +12,13 @@ function tryConnect(host: string, port: number, timeoutMs: number): Promise<bool
 }
 
 /** Milliseconds until the port accepted a connection, or -1 when the bound ran out. */
-export async function waitForTcp(host: string, port: number, boundMs: number, intervalMs = 100): Promise<number> {
+export async function waitForTcp(host: string, port: number, boundMs: number, intervalMs = 20): Promise<number> {
   const t0 = Date.now();
   for (let attempt = 0; attempt < 10_000; attempt++) {
     const left = boundMs - (Date.now() - t0);
     if (left <= 0) break;
-    if (await tryConnect(host, port, Math.min(left, 1000))) return Date.now() - t0;
+    // Short attempts: a SYN the guard dropped would otherwise wait a whole retransmit interval.
+    if (await tryConnect(host, port, Math.min(left, 250))) return Date.now() - t0;
     await new Promise((r) => setTimeout(r, Math.min(intervalMs, Math.max(0, boundMs - (Date.now() - t0)))));
   }
   return -1;

@@ -57,6 +57,10 @@ export function decryptAndDecode(full: string, key: Uint8Array, mode: Encryption
   if (full.length >= LONG_PACKET) return reject('not_rijndael', `${full.length} characters of ciphertext; fwknop reads that as GPG`);
   const raw = b64decode(full);
   if (!raw) return reject('not_base64', 'the ciphertext is not base64');
+  // Only the canonical text of these bytes is accepted: otherwise spare bits in
+  // the last character would give one packet several spellings, and each
+  // spelling a fresh replay digest (matters for rules without an HMAC).
+  if (b64encode(raw) !== full) return reject('not_base64', 'the ciphertext is not canonical base64');
   const dec = rijndaelDecrypt(raw, key, mode);
   if (!dec.ok) return dec;
   const plain = dec.value;
