@@ -28,7 +28,9 @@ export class Logger {
     const parts = [time, level.toUpperCase().padEnd(5), event];
     for (const [k, v] of Object.entries(fields)) {
       if (v === undefined) continue;
-      const s = typeof v === 'string' ? v : JSON.stringify(v);
+      const s = typeof v === 'string' ? v
+        : Array.isArray(v) && v.every((x) => typeof x !== 'object') ? v.join(',')
+        : JSON.stringify(v);
       parts.push(`${k}=${/[\s"=]/.test(s) ? JSON.stringify(s) : s}`);
     }
     this.sink.write(parts.join(' ') + '\n');
