@@ -15,6 +15,7 @@ import { unmapAddress } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
 import { ReplayStore } from './replay-store.js';
 import { ensureStateDir } from './state.js';
+import { keepEstablished, mergeRulesets } from './established.js';
 import type { Door } from '../knockd/door.js';
 import { doorPorts } from '../knockd/door.js';
 import { doorsNftFragments } from '../knockd/nftables.js';
@@ -73,7 +74,7 @@ export class Gateway {
     const log = this.opts.log;
     for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
     this.replay?.open();
-    const main = this.opts.backend ?? createBackend(this.cfg.backend, this.backendLogger(), this.doorRuleset());
+    const main = this.opts.backend ?? this.createMainBackend();
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
@@ -85,6 +86,15 @@ export class Gateway {
       rules: this.cfg.rules.length,
       state_dir: this.cfg.stateDir,
     });
+  }
+
+  /** The configured backend; an nftables guard also keeps the TCP connections already open to its ports flowing. */
+  private createMainBackend(): Backend {
+    const doors = this.doorRuleset().nftRuleset;
+    const kept = keepEstablished(this.cfg.backend);
+    if (kept.flows > 0) this.opts.log.info('keep_established', { flows: kept.flows, message: 'TCP connections open before the guard keep flowing' });
+    const nftRuleset = mergeRulesets(doors, kept.ruleset);
+    return createBackend(this.cfg.backend, this.backendLogger(), nftRuleset ? { nftRuleset } : {});
   }
 
   /** Knock doors live in sesame's nftables table and add to the same granted sets as SPA grants. */

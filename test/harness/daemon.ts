@@ -1,6 +1,6 @@
 // Runs a gateway (sesame or fwknopd) inside a lab host and collects its output.
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_DIR, sleep, type Lab } from './netns.js';
@@ -80,4 +80,128 @@ export async function waitForLine(d: RunningDaemon, re: RegExp, boundMs = 15_000
 export async function sendUdp(lab: Lab, host: string, dst: string, port: number, fileOrText: string): Promise<void> {
   const r = await lab.exec(host, process.execPath, [path.join(REPO_DIR, 'test/harness/udp-send.mjs'), dst, String(port), fileOrText]);
   if (r.code !== 0) throw new Error(`udp send failed: ${r.stderr}`);
+}
+
+/** The real fwknop client knocks from `host`; keys of harness/fwknop.ts unless `hmac` is given; -B saves the packet. */
+export async function fwknopKnockFrom(lab: Lab, host: string, args: string[], save: string, hmac = HMAC_B64): Promise<void> {
+  const home = mkdtempSync(path.join(os.tmpdir(), 'sesame-home-'));
+  try {
+    const r = await lab.exec(host, 'fwknop', [...args, '-p', String(SPA_PORT), '--use-hmac', '--key-base64-rijndael', KEY_B64,
+      '--key-base64-hmac', hmac, '--hmac-digest-type', 'sha256', '--no-rc-file', '--no-save-args', '-B', save],
+    { env: { ...process.env, HOME: home } });
+    if (r.code !== 0) throw new Error(`fwknop failed: ${r.stderr}`);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+}
+
+/** Log lines (JSON) of a sesame daemon with this event, parsed. */
+export function events(d: RunningDaemon, event: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const l of d.lines) {
+    if (!l.startsWith('{')) continue;
+    try {
+      const o = JSON.parse(l) as Record<string, unknown>;
+      if (o.event === event) out.push(o);
+    } catch { /* not a log line */ }
+  }
+  return out;
+}
+
+/** Wait until the daemon has logged `count` lines of this event; returns them. */
+export async function waitForEvents(d: RunningDaemon, event: string, count = 1, boundMs = 10_000): Promise<Record<string, unknown>[]> {
+  const t0 = Date.now();
+  for (;;) {
+    const found = events(d, event);
+    if (found.length >= count) return found;
+    if (d.child.exitCode !== null) throw new Error(`daemon exited (${d.child.exitCode}) before logging ${count} x ${event}: ${d.logText().slice(-2000)}`);
+    if (Date.now() - t0 > boundMs) throw new Error(`only ${found.length} of ${count} x ${event} within ${boundMs} ms: ${d.logText().slice(-2000)}`);
+    await sleep(25);
+  }
+}
+
+/** `nft -j list set inet sesame NAME` in a host: the elements' keys ("addr . proto . port") with their remaining seconds. */
+export async function nftSetElements(lab: Lab, host: string, set: string, table = 'sesame'): Promise<{ key: string; expiresSec?: number }[]> {
+  const r = await lab.exec(host, 'nft', ['-j', 'list', 'set', 'inet', table, set]);
+  if (r.code !== 0) throw new Error(`nft -j list set ${set} failed: ${r.stderr}`);
+  const objs = (JSON.parse(r.stdout) as { nftables: Record<string, unknown>[] }).nftables;
+  const s = objs.map((o) => o.set as { elem?: unknown[] } | undefined).find((x) => x !== undefined);
+  const text = (v: unknown): string => (v && typeof v === 'object' && 'concat' in v ? (v as { concat: unknown[] }).concat.map(String).join(' . ') : String(v));
+  return (s?.elem ?? []).map((e) => {
+    if (e && typeof e === 'object' && 'elem' in e) {
+      const el = (e as { elem: { val: unknown; expires?: number } }).elem;
+      return { key: text(el.val), ...(typeof el.expires === 'number' ? { expiresSec: el.expires } : {}) };
+    }
+    return { key: text(e) };
+  });
+}
+
+/**
+ * A second network segment behind a lab host (the gateway): a new namespace
+ * `name` joined to `router` by a veth pair, with `routerIp`/`prefix` on the
+ * router side and `ip`/`prefix` on the host, whose default route is the
+ * router. Registered in the lab, so lab.destroy() deletes it. IPv4 only.
+ */
+export async function addHostBehind(lab: Lab, name: string, router: string, opts: { ip: string; routerIp: string; prefix: number; routerIf?: string }): Promise<void> {
+  const ns = `ss-${lab.id}-${name}`;
+  const r = lab.host(router);
+  const dev = opts.routerIf ?? 'int0';
+  const must = async (args: string[]): Promise<void> => {
+    const res = await runTool('ip', args);
+    if (res.code !== 0) throw new Error(`ip ${args.join(' ')} failed: ${res.stderr}`);
+  };
+  await must(['netns', 'add', ns]);
+  lab.hosts.set(name, { ns, name, ip4: opts.ip, ip6: '' });
+  await must(['-n', ns, 'link', 'set', 'lo', 'up']);
+  await must(['-n', r.ns, 'link', 'add', dev, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+  await must(['-n', r.ns, 'addr', 'add', `${opts.routerIp}/${opts.prefix}`, 'dev', dev]);
+  await must(['-n', r.ns, 'link', 'set', dev, 'up']);
+  await must(['-n', ns, 'addr', 'add', `${opts.ip}/${opts.prefix}`, 'dev', 'eth0']);
+  await must(['-n', ns, 'link', 'set', 'eth0', 'up']);
+  await must(['-n', ns, 'route', 'add', 'default', 'via', opts.routerIp]);
+}
+
+/** Run a program in the root namespace (only `ip` to build lab namespaces). */
+function runTool(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 10_000 }, (err, _out, stderr) => resolve({ code: err ? 1 : 0, stderr: String(stderr) }));
+  });
+}
+
+/**
+ * An echo service (keeps connections open, writes back what it reads), for
+ * tests of connections that must keep flowing.
+ */
+export function startEchoService(lab: Lab, host: string, port: number): ChildProcess {
+  const script = [
+    "const net = require('node:net');",
+    'const port = Number(process.argv[1]);',
+    "const server = net.createServer((s) => { s.on('data', (d) => s.write(d)); s.on('error', () => {}); });",
+    "server.listen({ host: '::', port, ipv6Only: false });",
+    "process.on('SIGTERM', () => process.exit(0));",
+  ].join('\n');
+  return lab.spawn(host, process.execPath, ['-e', script, String(port)]);
+}
+
+/**
+ * One long-lived TCP connection from `host` to dst:port that writes `ping N`
+ * every `everyMs` and prints `connected`, then `echo N` for each answer, on
+ * stdout. Bounded: it ends after `maxMs`. Returns its output lines (live).
+ */
+export function startEchoClient(lab: Lab, host: string, dst: string, port: number, everyMs = 200, maxMs = 45_000): { child: ChildProcess; lines: string[] } {
+  const script = [
+    "const net = require('node:net');",
+    'const [dst, port, every, max] = process.argv.slice(1);',
+    'const s = net.connect({ host: dst, port: Number(port) });',
+    'let n = 0; let buf = "";',
+    "s.on('connect', () => { console.log('connected'); const t = setInterval(() => s.write(`ping ${++n}\\n`), Number(every)); setTimeout(() => { clearInterval(t); s.destroy(); process.exit(0); }, Number(max)); });",
+    "s.on('data', (d) => { buf += d; let i; while ((i = buf.indexOf('\\n')) >= 0) { console.log(buf.slice(0, i).replace('ping', 'echo')); buf = buf.slice(i + 1); } });",
+    "s.on('error', (e) => { console.log('error ' + e.code); process.exit(1); });",
+    "setTimeout(() => process.exit(2), Number(max) + 5000);",
+  ].join('\n');
+  const child = lab.spawn(host, process.execPath, ['-e', script, dst, String(port), String(everyMs), String(maxMs)]);
+  const lines: string[] = [];
+  child.stdout?.on('data', (b: Buffer) => { for (const l of b.toString().split('\n')) if (l.trim()) lines.push(l.trim()); });
+  child.stderr?.resume();
+  return { child, lines };
 }
