@@ -10,15 +10,14 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { SESAME_BIN } from './harness/daemon.js';
+import { SESAME_BIN, scratchPath } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, type ExecResult } from './harness/netns.js';
 import { describeWith, findTool } from './harness/requirements.js';
 
 describeWith('sesame serve: config errors are one clear line and a non-zero exit', ['netns'], () => {
   let lab: Lab;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-cfgerr-'));
-  chmodSync(tmp, 0o700);
+  const tmp = scratchPath('sesame-cfgerr-');
   const stateDir = path.join(tmp, 'state');
 
   const file = (name: string, lines: string[]): string => {
@@ -54,6 +53,7 @@ describeWith('sesame serve: config errors are one clear line and a non-zero exit
   const header = [`state_dir: ${stateDir}`, 'backend: { kind: log }'];
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }]);
   });
 

@@ -5,12 +5,11 @@
 // grant; replays stay rejected), a flush of the whole ruleset under a live
 // grant, and SIGHUP reloads (a good config applies without dropping a live
 // grant, a broken one leaves the old one running).
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import {
-  SERVICE_PORT, SPA_PORT, events, fwknopKnockFrom, nftSetElements, sendUdp, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
+  SERVICE_PORT, SPA_PORT, events, fwknopKnockFrom, nftSetElements, scratchPath, sendUdp, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
 } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
@@ -43,13 +42,14 @@ describeWith('gateway lifecycle: SIGKILL while grants are live (nftables guard)'
   let lab: Lab;
   let daemon: RunningDaemon | undefined;
   let files: ReturnType<typeof writeFwknopConfig>;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-life-'));
+  const tmp = scratchPath('sesame-life-');
   const stateDir = path.join(tmp, 'state');
   const serveArgs = (): string[] => ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'nftables', '--state-dir', stateDir];
   let shortExpiry = 0;
   let longExpiry = 0;
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }, { name: 'cl2', ip4: 4 }]);
     lab.startTcpService('gw', SERVICE_PORT);
     await lab.waitListening('gw', 'tcp', SERVICE_PORT);
@@ -129,9 +129,10 @@ describeWith('gateway lifecycle: the whole nftables ruleset flushed under a live
   let lab: Lab;
   let daemon: RunningDaemon;
   let files: ReturnType<typeof writeFwknopConfig>;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-flush-'));
+  const tmp = scratchPath('sesame-flush-');
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
     lab.startTcpService('gw', SERVICE_PORT);
     await lab.waitListening('gw', 'tcp', SERVICE_PORT);
@@ -178,8 +179,7 @@ describeWith('gateway lifecycle: SIGHUP reload (sesame YAML, nftables guard)', [
   const PORT2 = SERVICE_PORT + 1;
   let lab: Lab;
   let daemon: RunningDaemon;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-hup-'));
-  chmodSync(tmp, 0o700);
+  const tmp = scratchPath('sesame-hup-');
   const configFile = path.join(tmp, 'sesame.yaml');
   let packets = 0;
 
@@ -205,6 +205,7 @@ describeWith('gateway lifecycle: SIGHUP reload (sesame YAML, nftables guard)', [
   const hup = (): void => { daemon.child.kill('SIGHUP'); };
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
     lab.startTcpService('gw', SERVICE_PORT);
     lab.startTcpService('gw', PORT2);

@@ -10,11 +10,10 @@
 //
 // With the nftables backend (guard mode, sesame's NAT maps) and the iptables
 // backend (fwknop's FWKNOP_PREROUTING / FWKNOP_FORWARD layout).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { SPA_PORT, addHostBehind, events, fwknopKnockFrom, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { SPA_PORT, addHostBehind, events, fwknopKnockFrom, scratchPath, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
@@ -59,9 +58,10 @@ async function denyForwarding(lab: Lab): Promise<void> {
 function natScenario(backend: 'nftables' | 'iptables'): void {
   let lab: Lab;
   let daemon: RunningDaemon;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), `sesame-nat-${backend}-`));
+  const tmp = scratchPath(`sesame-nat-${backend}-`);
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
     await addHostBehind(lab, 'in', 'gw', { ip: INTERNAL, routerIp: '198.51.100.129', prefix: 25 });
     const fwd = await lab.exec('gw', 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);

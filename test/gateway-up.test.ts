@@ -3,12 +3,12 @@
 // sesame command, the rc stanza with the keys, a QR code), guards the port
 // without cutting a connection that was already open, and a knock with the
 // printed stanza opens it. A second start reuses the config and its keys.
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keepEstablished, parseProcNetTcp } from '../src/gateway/established.js';
-import { SESAME_BIN, SPA_PORT, startEchoClient, startEchoService, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { SESAME_BIN, SPA_PORT, scratchPath, startEchoClient, startEchoService, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 
@@ -52,7 +52,7 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   let up: Up | undefined;
   let echo: ReturnType<typeof startEchoClient>;
   let echo6: ReturnType<typeof startEchoClient>;
-  const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-up-'));
+  const tmp = scratchPath('sesame-up-');
   const configDir = path.join(tmp, 'etc');
   const stateDir = path.join(tmp, 'state');
   const configFile = path.join(configDir, 'sesame.yaml');
@@ -60,6 +60,7 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   let firstConfig = '';
 
   beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
     lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
     startEchoService(lab, 'gw', PORT);
     await lab.waitListening('gw', 'tcp', PORT);

@@ -1,5 +1,6 @@
 // Runs a gateway (sesame or fwknopd) inside a lab host and collects its output.
 import { execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -204,4 +205,9 @@ export function startEchoClient(lab: Lab, host: string, dst: string, port: numbe
   child.stdout?.on('data', (b: Buffer) => { for (const l of b.toString().split('\n')) if (l.trim()) lines.push(l.trim()); });
   child.stderr?.resume();
   return { child, lines };
+}
+
+/** A fresh path under the temp dir, not yet created (create it in beforeAll, so skipped suites leave nothing behind). */
+export function scratchPath(prefix: string): string {
+  return path.join(os.tmpdir(), `${prefix}${randomBytes(4).toString('hex')}`);
 }
