@@ -65,13 +65,22 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
     startEchoService(lab, 'gw', PORT);
     await lab.waitListening('gw', 'tcp', PORT);
     // The session `sesame up` is started from: open before, must keep flowing after.
-    echo = startEchoClient(lab, 'cl', GW4, PORT, 100, 40_000);
-    echo6 = startEchoClient(lab, 'cl', GW6, PORT, 100, 40_000);
-    for (const e of [echo, echo6]) {
-      const t0 = Date.now();
-      while (!e.lines.some((l) => l.startsWith('echo')) && Date.now() - t0 < 5000) await sleep(25);
-      if (!e.lines.some((l) => l.startsWith('echo'))) throw new Error(`echo client did not get going: ${e.lines.join(' | ')}`);
-    }
+    // A fresh lab can take a moment before neighbour discovery answers: retry a failed connect (bounded).
+    const going = async (dst: string) => {
+      let seen = '';
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const e = startEchoClient(lab, 'cl', dst, PORT, 100, 40_000);
+        const t0 = Date.now();
+        while (!e.lines.some((l) => l.startsWith('echo') || l.startsWith('error')) && Date.now() - t0 < 5000) await sleep(25);
+        if (e.lines.some((l) => l.startsWith('echo'))) return e;
+        seen = e.lines.join(' | ');
+        await lab.stop(e.child);
+        await sleep(300);
+      }
+      throw new Error(`echo client to ${dst} did not get going: ${seen}`);
+    };
+    echo = await going(GW4);
+    echo6 = await going(GW6);
   });
 
   afterAll(async () => {
