@@ -1,12 +1,16 @@
 // bench/codec -- packets per second for the SPA codec, each beside the raw
 // node:crypto HMAC-SHA256 rate on an input of the same length, in the same run.
-// Usage: npm run build && node bench/codec.mjs [seconds-per-case]
+// Usage: npm run build && node bench/codec.mjs [seconds-per-case] [--json]
+//   --json: one JSON line {node, seconds, packetBytes, rows: [{case, perSecond, ratioToRawHmac}]}
+//   (bench/run reads that).
 import { createHmac } from 'node:crypto';
 import { encodePacket, decodePacket, RIJNDAEL_PREFIX } from '../dist/spa/index.js';
 import { Pipeline } from '../dist/gateway/pipeline.js';
 import { parseAddressList } from '../dist/config/address.js';
 
-const SECONDS = Number(process.argv[2] ?? 1);
+const args = process.argv.slice(2);
+const JSON_OUT = args.includes('--json');
+const SECONDS = Number(args.find((a) => a !== '--json') ?? 1);
 const key = Buffer.alloc(32, 1);
 const hmacKey = Buffer.alloc(64, 2);
 const keys = { key, hmacKey, hmacType: 'sha256' };
@@ -42,6 +46,10 @@ const rows = [
   ['reject: random junk (gateway pipeline)', rate(() => pipeline.handle(junk, '198.51.100.2'))],
   ['accept a valid packet (codec)', rate(() => decodePacket(valid, keys))],
 ];
+if (JSON_OUT) {
+  console.log(JSON.stringify({ node: process.version, seconds: SECONDS, packetBytes: valid.length, rows: rows.map(([name, r]) => ({ case: name, perSecond: r, ratioToRawHmac: r / raw })) }));
+  process.exit(0);
+}
 console.log(`sesame codec benchmark: node ${process.version}, ${SECONDS}s per case, packet ${valid.length} bytes`);
 console.log('case'.padEnd(42) + 'packets/s'.padStart(14) + '  ratio to raw HMAC');
 for (const [name, r] of rows) console.log(name.padEnd(42) + Math.round(r).toLocaleString('en').padStart(14) + `  ${(r / raw).toFixed(2)}`);
