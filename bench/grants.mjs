@@ -5,9 +5,10 @@
 // IPv4 documentation addresses as exist in 198.51.100.0/24 beside the lab's
 // own (252), and the table says so.
 // Each knock asks for a client timeout chosen so that every grant expires at
-// the same moment E. The first grant is opened alone (knock-to-open, 1 ms
-// polling), the middle ones with 16 knocks in flight (bounded in time), the
-// last alone again with all others live. Then, around E: the daemon's CPU
+// the same moment E. The first 5 grants are opened one at a time (knock-to-
+// open, 1 ms polling; the median is the figure), the middle ones with 16
+// knocks in flight (bounded in time), the last 5 one at a time again with all
+// others live. Then, around E: the daemon's CPU
 // while the grants expire and how long until the firewall holds none.
 import { GW4, GW6, KNOCK_POOL, sleep } from './lib/lab.mjs';
 import { SERVICE_PORT, SPA_PORT, startDaemon } from './lib/gateways.mjs';
@@ -103,15 +104,15 @@ export function rows(r) {
   const row = (label, f, fmt, lowerIsBetter = true) => ({ label, values: Object.fromEntries(Object.entries(r).map(([k, v]) => [k, f(v)])), fmt, lowerIsBetter });
   const ms = (x) => x.toFixed(1);
   return [
-    { section: 'Many grants (sesame: 10,000 IPv6 sources; fwknopd: IPv4 only, 252 sources)' },
+    { section: `Many grants, each from its own address (sesame: IPv6; fwknopd has no IPv6: every free IPv4 address of 198.51.100.0/24). Requested: ${Object.entries(r).map(([k, v]) => `${k} ${v.requested}`).join(', ')}` },
     row('grants live at once', (v) => ({ text: `${v.liveAfterFill}/${v.requested}` })),
-    row('first grant: knock-to-open ms', (v) => v.firstMs, ms),
-    row('last grant (all others live): knock-to-open ms', (v) => v.lastMs, ms),
+    row('first 5 grants: knock-to-open median ms', (v) => v.firstMs, ms),
+    row('last 5 grants (all others live): median ms', (v) => v.lastMs, ms),
     row('last / first', (v) => (v.lastMs && v.firstMs ? v.lastMs / v.firstMs : undefined), (x) => x.toFixed(2)),
     row('opening rate, grants/s (16 in flight)', (v) => v.fillRate, (x) => Math.round(x).toLocaleString('en'), false),
     row('CPU % while opening', (v) => v.fillCpuPct, (x) => x.toFixed(0)),
     row('CPU % while all live (idle)', (v) => v.idleBeforeExpiryCpuPct, (x) => x.toFixed(1)),
-    row('CPU s during expiry (15 s window)', (v) => v.expiryCpuS, (x) => x.toFixed(2)),
+    row('CPU s during expiry (window from E-0.5 s)', (v) => ({ text: `${v.expiryCpuS.toFixed(2)} in ${v.expiryWindowS.toFixed(0)} s`, value: v.expiryCpuS })),
     row('firewall empty after expiry, s', (v) => (v.firewallClearedAfterMs === null ? { text: `no (${v.leftAfterWindow} left)` } : v.firewallClearedAfterMs / 1000), (x) => x.toFixed(1)),
   ];
 }
