@@ -8,7 +8,6 @@ import { createCommandBackend } from './command.js';
 import { createIptablesBackend } from './iptables.js';
 import { createLogBackend } from './log.js';
 import { createNftablesBackend, type NftablesOptions } from './nftables.js';
-import { createRouterosBackend } from './routeros.js';
 
 export interface BackendFactoryOptions {
   /** nftables: extra ruleset parts (knock doors) loaded and restored with sesame's table. */
@@ -31,7 +30,7 @@ export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: Back
     case 'log':
       return createLogBackend(log);
     case 'routeros':
-      return createRouterosBackend(cfg, log);
+      return lazyRouteros(cfg, log);
     default: {
       const never: never = cfg;
       throw new Error(`unknown backend kind ${JSON.stringify((never as { kind?: unknown }).kind)}`);
@@ -39,4 +38,28 @@ export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: Back
   }
 }
 
-export { createCommandBackend, createIptablesBackend, createLogBackend, createNftablesBackend, createRouterosBackend };
+/**
+ * The RouterOS client (TLS, REST, the API codec) is loaded only when a router
+ * backend is configured: start-up time and memory matter on a Raspberry Pi.
+ */
+function lazyRouteros(cfg: Extract<BackendConfig, { kind: 'routeros' }>, log: BackendLogger): Backend {
+  let real: Backend | undefined;
+  const ready = (): Backend => {
+    if (!real) throw new Error('routeros backend used before init()');
+    return real;
+  };
+  return {
+    name: 'routeros',
+    expiresItself: true,
+    async init() {
+      real = (await import('./routeros.js')).createRouterosBackend(cfg, log);
+      await real.init();
+    },
+    open: (g) => ready().open(g),
+    close: (g) => ready().close(g),
+    list: () => ready().list(),
+    shutdown: async () => { await real?.shutdown(); },
+  };
+}
+
+export { createCommandBackend, createIptablesBackend, createLogBackend, createNftablesBackend };

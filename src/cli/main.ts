@@ -1,37 +1,45 @@
 // The `sesame` command: thin wiring of subcommands onto the modules that do
-// the work. Every failure ends as one line on stderr and a non-zero exit.
+// the work. Only the subcommand being run is loaded (start-up time and memory
+// of the daemon matter on a Raspberry Pi); `sesame --help` loads them all.
+// Every failure ends as one line on stderr and a non-zero exit.
 import { Command, CommanderError } from 'commander';
 import { isUserFacing, EXIT } from './errors.js';
-import { registerDecode } from './decode.js';
-import { registerKeygen } from './keygen.js';
-import { registerKnock } from './knock.js';
-import { registerServe } from './serve.js';
-import { registerKnockd } from './knockd.js';
-import { registerRouteros } from './routeros.js';
-import { registerConfig } from './config.js';
 
 export const VERSION = '0.1.0';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
+  knock: async () => (await import('./knock.js')).registerKnock,
+  keygen: async () => (await import('./keygen.js')).registerKeygen,
+  decode: async () => (await import('./decode.js')).registerDecode,
+  serve: async () => (await import('./serve.js')).registerServe,
+  up: async () => (await import('./serve.js')).registerServe,
+  knockd: async () => (await import('./knockd.js')).registerKnockd,
+  routeros: async () => (await import('./routeros.js')).registerRouteros,
+  config: async () => (await import('./config.js')).registerConfig,
+};
+
+export async function buildProgram(subcommand?: string): Promise<Command> {
   const program = new Command('sesame')
     .description('Single Packet Authorization gateway and client (fwknop 2.6.10 compatible)')
     .version(VERSION)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
-  registerKnock(program);
-  registerKeygen(program);
-  registerDecode(program);
-  registerServe(program);
-  registerKnockd(program);
-  registerRouteros(program);
-  registerConfig(program);
+  const loaders = subcommand !== undefined && SUBCOMMANDS[subcommand] ? [SUBCOMMANDS[subcommand]!] : Object.values(SUBCOMMANDS);
+  const registered = new Set<Register>();
+  for (const load of loaders) {
+    const register = await load();
+    if (registered.has(register)) continue;
+    registered.add(register);
+    register(program);
+  }
   for (const c of program.commands) c.exitOverride();
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const program = await buildProgram(argv[0]);
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (e) {

@@ -3,20 +3,16 @@
 // cleanly, SIGHUP reloads (a broken new configuration leaves the old one
 // running, with an error).
 import { existsSync, readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import os from 'node:os';
 import type { Command } from 'commander';
-import QRCode from 'qrcode';
 import type { BackendConfig, GatewayConfig } from '../config/model.js';
 import { loadFwknopConfig } from '../config/fwknop.js';
-import { loadSesameYaml } from '../config/sesame-yaml.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from '../config/defaults.js';
 import { Gateway } from '../gateway/daemon.js';
 import { Logger, stderrSink } from '../gateway/log.js';
 import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
 import { parseAccess } from '../client/options.js';
 import { UsageError } from './errors.js';
-import { loadDoorFile } from '../knockd/load.js';
 
 interface ServeOpts {
   config?: string;
@@ -65,7 +61,7 @@ function backendFromFlags(kind: BackendKind, o: ServeOpts, cfg: GatewayConfig): 
   }
 }
 
-export function loadServeConfig(o: ServeOpts): GatewayConfig {
+export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   if (o.backend !== undefined && !(BACKENDS as readonly string[]).includes(o.backend)) {
     throw new UsageError(`--backend ${o.backend}: unknown backend (expected ${BACKENDS.join(', ')})`);
   }
@@ -74,6 +70,8 @@ export function loadServeConfig(o: ServeOpts): GatewayConfig {
   let cfg: GatewayConfig;
   if (o.config !== undefined) {
     if (o.fwknopdConf || o.accessConf) throw new UsageError('give either -c FILE or --fwknopd-conf/--access-conf, not both');
+    // YAML support (yaml + zod) is loaded only when a YAML file is used.
+    const { loadSesameYaml } = await import('../config/sesame-yaml.js');
     cfg = loadSesameYaml(o.config);
   } else if (o.accessConf !== undefined) {
     const simple = o.backend === 'nftables' || o.backend === 'iptables' || o.backend === 'log';
@@ -92,10 +90,10 @@ export function loadServeConfig(o: ServeOpts): GatewayConfig {
   return cfg;
 }
 
-export async function serve(load: () => GatewayConfig, banner?: (cfg: GatewayConfig) => void, doorsFile?: string): Promise<number> {
-  const cfg = load();
+export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig) => void, doorsFile?: string): Promise<number> {
+  const cfg = await load();
   const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
-  const doors = doorsFile && hasDoors(doorsFile) ? await loadDoorFile(doorsFile) : undefined;
+  const doors = doorsFile && (await hasDoors(doorsFile)) ? await (await import('../knockd/load.js')).loadDoorFile(doorsFile) : undefined;
   for (const w of doors?.warnings ?? []) log.warn('config_warning', { message: w });
   const gw = await Gateway.start(cfg, { log, ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
   banner?.(cfg);
@@ -110,14 +108,10 @@ export async function serve(load: () => GatewayConfig, banner?: (cfg: GatewayCon
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGHUP', () => {
-      let next: GatewayConfig;
-      try {
-        next = load();
-      } catch (e) {
-        log.error('reload_failed', { error: (e as Error).message, message: 'keeping the running configuration' });
-        return;
-      }
-      void gw.reload(next).catch((e) => log.error('reload_failed', { error: (e as Error).message }));
+      load().then(
+        (next) => gw.reload(next).catch((e) => log.error('reload_failed', { error: (e as Error).message })),
+        (e) => log.error('reload_failed', { error: (e as Error).message, message: 'keeping the running configuration' }),
+      );
     });
   });
 }
@@ -160,6 +154,7 @@ export function registerServe(program: Command): void {
         hasTool: (n) => ['/usr/sbin', '/sbin', '/usr/bin', '/bin'].some((d) => existsSync(`${d}/${n}`)),
       });
       const server = o.server ?? firstAddress() ?? 'THIS-HOST';
+      const QRCode = (await import('qrcode')).default;
       const qr = await QRCode.toString(qrPayload(plan.keys), { type: 'terminal', small: true });
       process.exitCode = await serve(
         () => loadServeConfig({ config: plan.configFile, ...(o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}) }),
@@ -169,8 +164,9 @@ export function registerServe(program: Command): void {
 }
 
 /** A sesame YAML with a top-level `doors:` list also defines knock doors. */
-function hasDoors(file: string): boolean {
+async function hasDoors(file: string): Promise<boolean> {
   try {
+    const { parse: parseYaml } = await import('yaml');
     const doc = parseYaml(readFileSync(file, 'utf8')) as unknown;
     return typeof doc === 'object' && doc !== null && 'doors' in doc;
   } catch {

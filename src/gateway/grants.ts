@@ -1,10 +1,13 @@
-// Grant lifecycle: every grant has an expiry. Live grants are written to the
-// state directory before the firewall is touched, so that after a crash or a
+// Grant lifecycle: every grant has an expiry. Each grant is appended to a
+// journal in the state directory before the firewall is touched (one small
+// write, no fsync: it must survive the daemon's death, not the machine's,
+// whose reboot empties the firewall anyway), so that after a crash or a
 // restart the daemon can reconcile: expired grants are closed, live ones are
-// re-applied with their remaining time (never duplicated: backends refresh).
-// Opening is asynchronous: a slow firewall never blocks packet handling.
-// Closing on time is the backend's job when it cannot expire grants itself.
-import { existsSync, readFileSync } from 'node:fs';
+// re-applied with their remaining time (never duplicated: backends refresh),
+// and what the firewall holds beyond the journal is adopted. Opening is
+// asynchronous: a slow firewall never blocks packet handling. Closing on time
+// is the backend's job when it cannot expire grants itself.
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { grantKey, type Backend, type Grant } from '../backends/backend.js';
 import type { Logger } from './log.js';
@@ -12,12 +15,17 @@ import { writeFileAtomic } from './state.js';
 
 interface Entry { grant: Grant; backend: string }
 
+/** Expiry passes are rounded up to this tick, so many grants expire in few passes. */
+const EXPIRY_TICK_MS = 250;
+
 export class GrantManager {
   private readonly live = new Map<string, Entry>();
   private readonly file: string;
+  private fd: number | undefined;
+  private journalLines = 0;
   private timer: NodeJS.Timeout | undefined;
-  private pending = new Set<Promise<void>>();
-  private dirty = false;
+  private armedFor = Infinity;
+  private readonly pending = new Set<Promise<void>>();
 
   constructor(
     stateDir: string,
@@ -25,45 +33,43 @@ export class GrantManager {
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
-    this.file = path.join(stateDir, 'grants.json');
+    this.file = path.join(stateDir, 'grants.log');
   }
 
-  /** Re-apply what the last run left: close expired grants, re-open live ones, adopt the firewall's own. */
+  /** Re-apply what the last run left: close expired grants, re-open live ones the firewall lost, adopt the firewall's own. */
   async restore(mainBackend: string): Promise<void> {
     const t = this.now();
-    let saved: Entry[] = [];
-    if (existsSync(this.file)) {
-      try {
-        saved = (JSON.parse(readFileSync(this.file, 'utf8')) as Entry[]).filter((e) => e && e.grant && typeof e.grant.expiresAt === 'number');
-      } catch (e) {
-        this.log.warn('state_unreadable', { file: this.file, error: (e as Error).message });
-      }
-    }
+    const saved = this.readJournal();
+    const main = this.backends(mainBackend);
+    const held = new Map<string, Grant>();
+    for (const g of main ? await main.list().catch(() => [] as Grant[]) : []) held.set(grantKey(g), g);
     let restored = 0;
     let closed = 0;
-    for (const e of saved) {
+    const work: Promise<unknown>[] = [];
+    for (const [k, e] of saved) {
       const b = this.backends(e.backend);
       if (!b) continue;
       if (e.grant.expiresAt <= t) {
         closed++;
-        await b.close(e.grant).catch((err) => this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message }));
-      } else {
-        this.live.set(grantKey(e.grant), e);
-        restored++;
-        await b.open(e.grant).catch((err) => this.log.error('grant_failed', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, error: (err as Error).message }));
+        work.push(b.close(e.grant).catch((err) => this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message })));
+        continue;
+      }
+      this.live.set(k, e);
+      restored++;
+      const inFirewall = e.backend === mainBackend ? held.get(k) : undefined;
+      // Only what the firewall lost is opened again (with the remaining time).
+      if (!inFirewall || Math.abs(inFirewall.expiresAt - e.grant.expiresAt) > 2000) {
+        work.push(b.open(e.grant).catch((err) => this.log.error('grant_failed', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, error: (err as Error).message })));
       }
     }
-    const main = this.backends(mainBackend);
     let adopted = 0;
-    if (main) {
-      for (const g of await main.list().catch(() => [] as Grant[])) {
-        const k = grantKey(g);
-        if (this.live.has(k)) continue;
-        if (g.expiresAt <= t) await main.close(g).catch(() => undefined);
-        else { this.live.set(k, { grant: g, backend: mainBackend }); adopted++; }
-      }
+    for (const [k, g] of held) {
+      if (this.live.has(k)) continue;
+      if (g.expiresAt <= t) work.push(main!.close(g).catch(() => undefined));
+      else { this.live.set(k, { grant: g, backend: mainBackend }); adopted++; }
     }
-    this.persist();
+    await Promise.all(work);
+    this.compact();
     this.arm();
     this.log.info('grants_restored', { restored, closed_expired: closed, adopted });
   }
@@ -72,9 +78,12 @@ export class GrantManager {
   apply(grants: Grant[], backendName: string): Promise<void> {
     const b = this.backends(backendName);
     if (!b) return Promise.reject(new Error(`no backend ${backendName}`));
-    for (const g of grants) this.live.set(grantKey(g), { grant: g, backend: backendName });
-    this.persist();
-    this.arm();
+    for (const g of grants) {
+      const e = { grant: g, backend: backendName };
+      this.live.set(grantKey(g), e);
+      this.journal(e);
+    }
+    if (grants.some((g) => g.expiresAt < this.armedFor)) this.arm();
     const p = Promise.all(grants.map((g) => b.open(g).catch((err) => {
       // A backend that keeps retrying in the background (a router that is down) already logged the failure.
       const retrying = (err as { retrying?: boolean }).retrying === true;
@@ -94,36 +103,74 @@ export class GrantManager {
     await Promise.all([...this.pending]);
   }
 
-  private persist(): void {
-    writeFileAtomic(this.file, JSON.stringify([...this.live.values()]));
-    this.dirty = false;
+  private readJournal(): Map<string, Entry> {
+    const out = new Map<string, Entry>();
+    if (!existsSync(this.file)) return out;
+    let text: string;
+    try {
+      text = readFileSync(this.file, 'utf8');
+    } catch (e) {
+      this.log.warn('state_unreadable', { file: this.file, error: (e as Error).message });
+      return out;
+    }
+    let bad = 0;
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      try {
+        const e = JSON.parse(line) as Entry;
+        if (!e?.grant || typeof e.grant.expiresAt !== 'number' || typeof e.backend !== 'string') throw new Error('incomplete');
+        out.set(grantKey(e.grant), e); // a later line (a refresh) wins
+      } catch {
+        bad++; // a line cut short by a crash
+      }
+    }
+    if (bad > 0) this.log.warn('state_lines_skipped', { file: this.file, lines: bad });
+    return out;
   }
 
-  /** One timer for the earliest expiry: forget expired grants (backends close their own). */
+  private journal(e: Entry): void {
+    if (this.fd === undefined) this.fd = openSync(this.file, 'a', 0o600);
+    writeSync(this.fd, JSON.stringify(e) + '\n');
+    this.journalLines++;
+  }
+
+  /** Rewrite the journal with only the live grants. */
+  private compact(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+    writeFileAtomic(this.file, [...this.live.values()].map((e) => JSON.stringify(e) + '\n').join(''));
+    this.journalLines = this.live.size;
+  }
+
+  /** One timer for the earliest expiry, rounded up to a tick. */
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
     let next = Infinity;
     for (const e of this.live.values()) next = Math.min(next, e.grant.expiresAt);
+    this.armedFor = next;
     if (next === Infinity) return;
-    this.timer = setTimeout(() => this.expire(), Math.min(Math.max(0, next - this.now()) + 5, 2 ** 31 - 1));
+    const delay = Math.ceil(Math.max(0, next - this.now()) / EXPIRY_TICK_MS) * EXPIRY_TICK_MS + 5;
+    this.timer = setTimeout(() => this.expire(), Math.min(delay, 2 ** 31 - 1));
     this.timer.unref();
   }
 
+  /** Forget expired grants (backends close their own) and keep the journal short. */
   private expire(): void {
     const t = this.now();
     for (const [k, e] of this.live) {
       if (e.grant.expiresAt <= t) {
         this.live.delete(k);
-        this.dirty = true;
         this.log.info('expire', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule });
       }
     }
-    if (this.dirty) this.persist();
+    if (this.journalLines > 2 * this.live.size + 256) this.compact();
     this.arm();
   }
 
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.compact();
   }
 }

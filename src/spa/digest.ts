@@ -48,6 +48,13 @@ export function hmacB64(type: DigestType, key: Uint8Array, data: string | Uint8A
   return b64encode(createHmac(NODE_NAME[type], key).update(data).digest());
 }
 
+/** HMAC over the concatenation of two ASCII strings, without building it. */
+export function hmacB64Parts(type: DigestType, key: Uint8Array, a: string, b: string): string {
+  const s = createHmac(NODE_NAME[type], key).update(a, 'latin1').update(b, 'latin1').digest('base64');
+  const eq = s.indexOf('=');
+  return eq === -1 ? s : s.slice(0, eq);
+}
+
 /** Constant-time equality of two ASCII strings (length leak only). */
 export function constantTimeEqual(a: string, b: string): boolean {
   const ab = Buffer.from(a, 'latin1');
