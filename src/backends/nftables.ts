@@ -44,7 +44,7 @@ import { describeFailure, netnsPrefix, oneLine, runProgram } from './exec.js';
 import { ExpiryTimer } from './expiry.js';
 import { canonicalAddress, checkGrant, ipFamily, type NatExtras } from './grant-check.js';
 import {
-  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
+  DNAT4, DNAT6, GUARD_CHAIN, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
 
@@ -104,8 +104,78 @@ export function operatorSnippet(cfg: NftablesConfig): string {
   ].join('\n') + '\n';
 }
 
+/**
+ * Talks to nft. Element changes (the per-knock work) go through one
+ * long-lived `nft -i` process: a spawn costs milliseconds, a line there a
+ * fraction of one. Each batch is one input line (`cmd; cmd; ...` = one
+ * transaction), followed by `describe meta mark`, whose fixed output on stdout
+ * marks the end; anything on stderr before it is the batch's error. If the
+ * interactive process misbehaves it is killed and `nft -f -` is used instead.
+ */
 class Nft {
+  private interactive: ChildProcess | undefined;
+  private out = '';
+  private err = '';
+  private waiter: (() => void) | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly prefix: string[], private readonly nft: string, private readonly timeoutMs: number) {}
+
+  /** Apply element commands as one transaction. */
+  applyLines(lines: string[]): Promise<void> {
+    const run = this.chain.then(() => this.viaInteractive(lines));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async viaInteractive(lines: string[]): Promise<void> {
+    const p = this.interactive ?? this.startInteractive();
+    if (!p) return this.apply(lines.join('\n') + '\n');
+    this.out = '';
+    this.err = '';
+    const done = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => { this.waiter = undefined; resolve(false); }, this.timeoutMs);
+      this.waiter = () => { clearTimeout(timer); this.waiter = undefined; resolve(true); };
+    });
+    p.stdin!.write(`${lines.join('; ')}\n${SENTINEL_COMMAND}\n`);
+    if (!(await done)) {
+      this.stopInteractive();
+      throw new Error(`nft did not answer within ${this.timeoutMs} ms`);
+    }
+    // stderr written before the sentinel's stdout may be delivered a turn later.
+    await new Promise((r) => setImmediate(r));
+    const error = this.err.trim();
+    if (error) throw new Error(`nft failed: ${error.split('\n')[0]}`);
+  }
+
+  private startInteractive(): ChildProcess | undefined {
+    const argv = [...this.prefix, this.nft, '-i'];
+    let child: ChildProcess;
+    try {
+      child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    } catch {
+      return undefined;
+    }
+    child.stdout!.on('data', (d: Buffer) => {
+      this.out += d.toString();
+      if (this.waiter && SENTINEL_OUTPUT.test(this.out)) this.waiter();
+    });
+    child.stderr!.on('data', (d: Buffer) => { this.err += d.toString(); });
+    child.on('error', () => undefined);
+    child.stdin!.on('error', () => undefined);
+    child.once('exit', () => { if (this.interactive === child) this.interactive = undefined; });
+    this.interactive = child;
+    return child;
+  }
+
+  stopInteractive(): void {
+    const c = this.interactive;
+    this.interactive = undefined;
+    if (c && c.exitCode === null) {
+      c.stdin?.end();
+      c.kill('SIGTERM');
+    }
+  }
 
   async apply(script: string): Promise<void> {
     const r = await runProgram(this.nft, ['-f', '-'], { input: script, timeoutMs: this.timeoutMs }, this.prefix);
@@ -129,6 +199,9 @@ class Nft {
     return spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 }
+
+const SENTINEL_COMMAND = 'describe meta mark';
+const SENTINEL_OUTPUT = /packet mark.*32 bits/;
 
 /** Text of one nft JSON value the way sesame writes keys: `a . b . c`. */
 function valueText(v: unknown): string {
@@ -196,6 +269,8 @@ export class NftablesBackend implements Backend {
   private readonly guardMode: boolean;
   private readonly natEnabled: boolean;
   private readonly live = new Map<string, LiveGrant>();
+  /** element id (set|key) -> keys of the live grants that hold it */
+  private readonly owners = new Map<string, Set<string>>();
   /** NAT destinations seen in this run; they stay guarded (forward drop unless granted). */
   private readonly natTargets = new Map<string, Elem>();
   private readonly memoryExpiry: ExpiryTimer<undefined>;
@@ -234,7 +309,7 @@ export class NftablesBackend implements Backend {
     this.memoryExpiry = new ExpiryTimer<undefined>((due) => {
       for (const e of due) {
         const lg = this.live.get(e.key);
-        if (lg && lg.grant.expiresAt <= e.expiresAt) this.live.delete(e.key);
+        if (lg && lg.grant.expiresAt <= e.expiresAt) this.forget(e.key);
       }
     });
   }
@@ -285,12 +360,12 @@ export class NftablesBackend implements Backend {
       const ids = new Set(lg.elems.map((e) => `${e.set}|${e.key}`));
       const touched = [...lg.elems, ...(before?.elems ?? []).filter((e) => e.timed && !ids.has(`${e.set}|${e.key}`))];
       const beliefBefore = this.desired(touched);
-      this.live.set(key, lg);
+      this.track(key, lg);
       try {
         await this.writeElements(touched, beliefBefore);
       } catch (e) {
-        if (before) this.live.set(key, before);
-        else this.live.delete(key);
+        if (before) this.track(key, before);
+        else this.forget(key);
         throw new Error(`nftables: could not open ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
       }
       for (const el of lg.elems) if (!el.timed) this.natTargets.set(`${el.set}|${el.key}`, el);
@@ -306,12 +381,12 @@ export class NftablesBackend implements Backend {
       const known = this.live.get(key);
       const elems = known?.elems ?? this.elementsOf(grant, addr);
       const beliefBefore = this.desired(elems);
-      this.live.delete(key);
+      this.forget(key);
       this.memoryExpiry.cancel(key);
       try {
         await this.writeElements(elems.filter((e) => e.timed), beliefBefore);
       } catch (e) {
-        if (known) this.live.set(key, known);
+        if (known) this.track(key, known);
         throw new Error(`nftables: could not close ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
       }
       this.log.info('nft_grant_closed', { key });
@@ -340,6 +415,7 @@ export class NftablesBackend implements Backend {
     }
     this.memoryExpiry.stop();
     await this.queue.catch(() => undefined);
+    this.nft.stopInteractive();
     // The table (guard and timed grants) stays: fail closed, kernel expires grants.
   }
 
@@ -381,17 +457,42 @@ export class NftablesBackend implements Backend {
    * the latest of them; its map data comes from that grant.
    */
   private desired(elems: Elem[]): Map<string, { expiresAt: number; data?: string }> {
-    const want = new Set(elems.map((e) => `${e.set}|${e.key}`));
     const out = new Map<string, { expiresAt: number; data?: string }>();
-    for (const lg of this.live.values()) {
-      for (const e of lg.elems) {
-        const id = `${e.set}|${e.key}`;
-        if (!want.has(id)) continue;
+    for (const e of elems) {
+      const id = `${e.set}|${e.key}`;
+      for (const owner of this.owners.get(id) ?? []) {
+        const lg = this.live.get(owner);
+        const own = lg?.elems.find((x) => x.set === e.set && x.key === e.key);
+        if (!lg || !own) continue;
         const cur = out.get(id);
-        if (!cur || lg.grant.expiresAt > cur.expiresAt) out.set(id, { expiresAt: lg.grant.expiresAt, ...(e.data !== undefined ? { data: e.data } : {}) });
+        if (!cur || lg.grant.expiresAt > cur.expiresAt) out.set(id, { expiresAt: lg.grant.expiresAt, ...(own.data !== undefined ? { data: own.data } : {}) });
       }
     }
     return out;
+  }
+
+  /** Record a live grant and index its elements (desired() must not scan every grant: 10,000 can be live). */
+  private track(key: string, lg: LiveGrant): void {
+    this.forget(key);
+    this.live.set(key, lg);
+    for (const e of lg.elems) {
+      const id = `${e.set}|${e.key}`;
+      let set = this.owners.get(id);
+      if (!set) this.owners.set(id, (set = new Set()));
+      set.add(key);
+    }
+  }
+
+  private forget(key: string): void {
+    const lg = this.live.get(key);
+    if (!lg) return;
+    this.live.delete(key);
+    for (const e of lg.elems) {
+      const id = `${e.set}|${e.key}`;
+      const set = this.owners.get(id);
+      set?.delete(key);
+      if (set && set.size === 0) this.owners.delete(id);
+    }
   }
 
   private line(verb: 'add' | 'delete', e: Elem, timeoutMs?: number, data?: string): string {
@@ -423,11 +524,11 @@ export class NftablesBackend implements Backend {
     }
     if (lines.length === 0) return;
     try {
-      await this.nft.apply(lines.join('\n') + '\n');
+      await this.nft.applyLines(lines);
     } catch (first) {
       const exact = await this.exactLines(elems, target);
       if (exact === undefined) throw first;
-      if (exact.length > 0) await this.nft.apply(exact.join('\n') + '\n');
+      if (exact.length > 0) await this.nft.applyLines(exact);
     }
   }
 
@@ -534,7 +635,7 @@ export class NftablesBackend implements Backend {
   private remember(g: Grant): void {
     const addr = canonicalAddress(g.address);
     const key = grantKey({ ...g, address: addr });
-    this.live.set(key, { grant: g, addr, elems: this.elementsOf(g, addr) });
+    this.track(key, { grant: g, addr, elems: this.elementsOf(g, addr) });
     this.memoryExpiry.schedule(key, g.expiresAt, undefined);
   }
 
@@ -577,7 +678,7 @@ export class NftablesBackend implements Backend {
     if (this.stopped) return;
     const every = this.opts.watchdogIntervalMs ?? 1000;
     if (every > 0) {
-      this.interval = setInterval(() => this.requestCheck(), every);
+      this.interval = setInterval(() => this.requestCheck(true), every);
       this.interval.unref();
     }
     if (this.opts.monitor !== false) this.startMonitor();
@@ -601,12 +702,25 @@ export class NftablesBackend implements Backend {
     });
   }
 
-  private requestCheck(): void {
+  /**
+   * periodic: while `nft monitor` runs (it reports deleted and flushed sets,
+   * chains and tables), the periodic pass only looks at the guard chain, a
+   * few hundred bytes, instead of reading every element of a table that may
+   * hold 10,000 grants each second; a full pass runs when that looks wrong.
+   */
+  private requestCheck(periodic = false): void {
     if (this.stopped || this.checkPending) return;
     this.checkPending = true;
     void this.locked(async () => {
       this.checkPending = false;
-      if (!this.stopped) await this.check();
+      if (this.stopped) return;
+      const monitorAlive = this.monitorChild !== undefined && this.monitorChild.exitCode === null;
+      if (periodic && monitorAlive && this.guardMode && this.expected) {
+        const chain = await this.nft.list(['chain', this.family, this.table, GUARD_CHAIN]);
+        const rules = chain?.filter((o) => 'rule' in o).length ?? 0;
+        if (chain && rules >= (this.expected.chains.get(GUARD_CHAIN) ?? 0)) return;
+      }
+      await this.check();
     }).catch((e: unknown) => this.watchdogError(e));
   }
 
