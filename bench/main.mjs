@@ -93,7 +93,7 @@ function printTable(results, daemons) {
     }
   }
   const widths = header.map((_, i) => Math.max(...lines.filter(Array.isArray).map((l) => String(l[i] ?? '').length)));
-  const fmtLine = (l) => l.map((x, i) => (i === 0 ? String(x).padEnd(widths[i]) : String(x).padStart(widths[i]))).join('  ');
+  const fmtLine = (l) => l.map((x, i) => (i === 0 ? String(x).padEnd(widths[i]) : String(x).padStart(widths[i]))).join('  ').trimEnd();
   const total = widths.reduce((a, b) => a + b + 2, -2);
   const out = [fmtLine(header), '-'.repeat(total)];
   for (const l of lines.slice(1)) out.push(Array.isArray(l) ? fmtLine(l) : `\n${l.section}`);
