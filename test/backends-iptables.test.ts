@@ -103,6 +103,23 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
     expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
   });
 
+  it('expires a burst of grants in one batch, also when one of their rules is already gone', async () => {
+    const b = make();
+    await b.init();
+    const expiresAt = Date.now() + 1500;
+    const addrs = Array.from({ length: 12 }, (_, i) => `198.51.100.${100 + i}`);
+    for (const a of addrs) await b.open({ ...grant(a, PORT, 30), expiresAt });
+    expect(await rulesOf('iptables', CHAIN)).toHaveLength(12);
+    // Someone removed one rule by hand: the batch fails and the fallback deletes the rest.
+    const one = (await rulesOf('iptables', CHAIN))[0]!.replace(/^-A /, '-D ').split(' ');
+    expect((await ipt('iptables', ...one)).code).toBe(0);
+    await sleep(2500);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([]);
+    const c = make();
+    await c.init();
+    expect(await c.list()).toEqual([]);
+  });
+
   it('init removes stale rules of a previous run, adopts live ones, and list() reports them', async () => {
     await ipt('iptables', '-N', CHAIN);
     await ipt('iptables', '-I', 'INPUT', '1', '-j', CHAIN);

@@ -126,13 +126,15 @@ export class IptablesBackend implements Backend {
     };
     this.timer = new ExpiryTimer<undefined>(
       (due) => this.locked(async () => {
+        const rules: OwnedRule[] = [];
         for (const e of due) {
           const lg = this.live.get(e.key);
           if (!lg) continue;
           this.live.delete(e.key);
-          await this.deleteRules(lg.rules);
+          rules.push(...lg.rules);
           this.log.info('iptables_grant_expired', { key: e.key, chain: this.cfg.chain });
         }
+        await this.deleteRulesBatch(rules);
       }),
       (e) => this.log.error('iptables_expiry_failed', { error: (e as Error).message }),
     );
@@ -329,6 +331,29 @@ export class IptablesBackend implements Backend {
       if (res.code !== 0 && !/does a matching rule exist|No chain\/target\/match|doesn't exist|does not exist/i.test(res.stderr)) {
         this.log.warn('iptables_delete_failed', { chain: c.name, error: describeFailure(res) });
       }
+    }
+  }
+
+  /**
+   * Many rules at once (expiry of a burst of grants): one iptables-restore
+   * --noflush per family and table instead of one process per rule, which
+   * matters with thousands of rules. restore is all-or-nothing, so when a rule
+   * is already gone the batch fails and the rules are deleted one by one.
+   */
+  private async deleteRulesBatch(rules: OwnedRule[]): Promise<void> {
+    if (rules.length <= 2) return this.deleteRules(rules);
+    const groups = new Map<string, OwnedRule[]>();
+    for (const r of rules) {
+      const k = `${r.fam}|${this.chains[r.role].table}`;
+      const list = groups.get(k);
+      if (list) list.push(r);
+      else groups.set(k, [r]);
+    }
+    for (const [k, list] of groups) {
+      const [fam, table] = k.split('|') as [string, Table];
+      const input = [`*${table}`, ...list.map((r) => ['-D', this.chains[r.role].name, ...r.args].join(' ')), 'COMMIT', ''].join('\n');
+      const res = await runProgram(`${this.tool(Number(fam) as Fam)}-restore`, ['-w', '--noflush'], { input, timeoutMs: this.timeoutMs }, this.prefix);
+      if (res.code !== 0) await this.deleteRules(list);
     }
   }
 
