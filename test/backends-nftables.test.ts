@@ -108,6 +108,17 @@ describeWith('nftables backend in a namespace (real kernel)', ['netns', 'nft'], 
     expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
   });
 
+  it('concurrent opens are applied together, duplicates refresh instead of duplicating', async () => {
+    const b = make(guardCfg());
+    await b.init();
+    const addrs = Array.from({ length: 30 }, (_, i) => `198.51.100.${150 + i}`);
+    await Promise.all([...addrs.map((a) => b.open(grant(a, PORT, 20))), b.open(grant(addrs[0]!, PORT, 200))]);
+    const els = await elementsOf('granted4');
+    expect(els).toHaveLength(30);
+    expect(els.filter((e) => (e.expires ?? 0) > 150)).toHaveLength(1);
+    expect(b.liveGrants()).toHaveLength(30);
+  });
+
   it('close removes a grant at once; closing it again is not an error', async () => {
     const b = make(guardCfg());
     await b.init();

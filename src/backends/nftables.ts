@@ -271,6 +271,7 @@ export class NftablesBackend implements Backend {
   private readonly live = new Map<string, LiveGrant>();
   /** element id (set|key) -> keys of the live grants that hold it */
   private readonly owners = new Map<string, Set<string>>();
+  private readonly pendingOpens: { grant: Grant; addr: string; key: string; resolve: () => void; reject: (e: Error) => void }[] = [];
   /** NAT destinations seen in this run; they stay guarded (forward drop unless granted). */
   private readonly natTargets = new Map<string, Elem>();
   private readonly memoryExpiry: ExpiryTimer<undefined>;
@@ -353,25 +354,52 @@ export class NftablesBackend implements Backend {
       this.log.warn('nft_grant_already_expired', { key });
       return;
     }
-    await this.locked(async () => {
-      const before = this.live.get(key);
-      const lg: LiveGrant = { grant, addr, elems: this.elementsOf(grant, addr) };
+    // Opens that arrive while a transaction runs are applied together in the next one.
+    return new Promise<void>((resolve, reject) => {
+      this.pendingOpens.push({ grant, addr, key, resolve, reject });
+      if (this.pendingOpens.length === 1) void this.locked(() => this.flushOpens());
+    });
+  }
+
+  private async flushOpens(): Promise<void> {
+    const batch = this.pendingOpens.splice(0);
+    if (batch.length === 0) return;
+    const prepared = batch.map((item) => {
+      const before = this.live.get(item.key);
+      const lg: LiveGrant = { grant: item.grant, addr: item.addr, elems: this.elementsOf(item.grant, item.addr) };
       // A refresh may change the elements (e.g. masquerade on/off): rewrite the old ones too.
       const ids = new Set(lg.elems.map((e) => `${e.set}|${e.key}`));
       const touched = [...lg.elems, ...(before?.elems ?? []).filter((e) => e.timed && !ids.has(`${e.set}|${e.key}`))];
       const beliefBefore = this.desired(touched);
-      this.track(key, lg);
+      this.track(item.key, lg);
+      return { item, before, lg, touched, beliefBefore };
+    });
+    let batchOk = false;
+    if (prepared.length > 1) {
       try {
-        await this.writeElements(touched, beliefBefore);
-      } catch (e) {
-        if (before) this.track(key, before);
-        else this.forget(key);
-        throw new Error(`nftables: could not open ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
+        await this.nft.applyLines(prepared.flatMap((p) => this.linesFor(p.touched, p.beliefBefore)));
+        batchOk = true;
+      } catch {
+        // One bad grant must not fail the others: fall back to one transaction each.
+      }
+    }
+    for (const p of prepared) {
+      const { item, before, lg } = p;
+      if (!batchOk) {
+        try {
+          await this.writeElements(p.touched, p.beliefBefore);
+        } catch (e) {
+          if (before) this.track(item.key, before);
+          else this.forget(item.key);
+          item.reject(new Error(`nftables: could not open ${item.grant.proto}/${item.grant.port} for ${item.addr}: ${(e as Error).message}`));
+          continue;
+        }
       }
       for (const el of lg.elems) if (!el.timed) this.natTargets.set(`${el.set}|${el.key}`, el);
-      this.memoryExpiry.schedule(key, grant.expiresAt, undefined);
-      this.log.info('nft_grant_open', { key, set: lg.elems[0]?.set, expiresAt: new Date(grant.expiresAt).toISOString(), refreshed: before !== undefined, rule: grant.rule });
-    });
+      this.memoryExpiry.schedule(item.key, item.grant.expiresAt, undefined);
+      this.log.info('nft_grant_open', { key: item.key, set: lg.elems[0]?.set, expiresAt: new Date(item.grant.expiresAt).toISOString(), refreshed: before !== undefined, rule: item.grant.rule });
+      item.resolve();
+    }
   }
 
   async close(grant: Grant): Promise<void> {
@@ -507,6 +535,19 @@ export class NftablesBackend implements Backend {
    * disagrees (element gone, other map data) redo it from a fresh read.
    */
   private async writeElements(elems: Elem[], beliefBefore: Map<string, { expiresAt: number; data?: string }>): Promise<void> {
+    const lines = this.linesFor(elems, beliefBefore);
+    if (lines.length === 0) return;
+    try {
+      await this.nft.applyLines(lines);
+    } catch (first) {
+      const exact = await this.exactLines(elems, this.desired(elems));
+      if (exact === undefined) throw first;
+      if (exact.length > 0) await this.nft.applyLines(exact);
+    }
+  }
+
+  /** The optimistic transaction lines for writeElements (see there). */
+  private linesFor(elems: Elem[], beliefBefore: Map<string, { expiresAt: number; data?: string }>): string[] {
     const now = Date.now();
     const target = this.desired(elems);
     const lines: string[] = [];
@@ -522,14 +563,7 @@ export class NftablesBackend implements Backend {
       lines.push(this.line('add', e, 1000, oldData), this.line('delete', e));
       if (want && want.expiresAt - now > 0) lines.push(this.line('add', e, want.expiresAt - now, want.data));
     }
-    if (lines.length === 0) return;
-    try {
-      await this.nft.applyLines(lines);
-    } catch (first) {
-      const exact = await this.exactLines(elems, target);
-      if (exact === undefined) throw first;
-      if (exact.length > 0) await this.nft.applyLines(exact);
-    }
+    return lines;
   }
 
   /** Lines computed from the kernel's actual content; undefined if a set is missing. */
