@@ -58,6 +58,35 @@ export interface RulesetOptions {
   guardPrelude?: string[];
   /** Add the NAT maps/sets and the prerouting/postrouting/forward chains. */
   nat?: boolean;
+  /** Shed junk aimed at the SPA port in the kernel, before it costs the daemon anything. */
+  spaShield?: SpaShield;
+}
+
+/**
+ * The SPA port's shield: datagrams whose payload cannot be an SPA packet
+ * (fwknop's 140..1500 bytes) and sources sending more than ratePerSec are
+ * dropped by the kernel (per source address, in a bounded dynamic set). A
+ * flood from one source then never reaches the daemon's socket.
+ */
+export interface SpaShield { ports: number[]; ratePerSec: number; burst: number }
+
+export const SPA_FLOOD4 = 'spa_flood4';
+export const SPA_FLOOD6 = 'spa_flood6';
+
+function shieldSets(sh: SpaShield): string[] {
+  if (sh.ratePerSec <= 0) return [];
+  return [SPA_FLOOD4, SPA_FLOOD6].map((name, i) =>
+    `\tset ${name} {\n\t\ttype ${i === 0 ? 'ipv4_addr' : 'ipv6_addr'}\n\t\tsize 65535\n\t\tflags dynamic,timeout\n\t\ttimeout 10s\n\t}`);
+}
+
+function shieldRules(sh: SpaShield): string[] {
+  const ports = `udp dport { ${sh.ports.join(', ')} }`;
+  const rules = [`${ports} udp length < 148 drop`, `${ports} udp length > 1508 drop`];
+  if (sh.ratePerSec > 0) {
+    const limit = `limit rate over ${Math.ceil(sh.ratePerSec)}/second burst ${Math.max(1, Math.ceil(sh.burst))} packets`;
+    rules.push(`${ports} update @${SPA_FLOOD4} { ip saddr ${limit} } drop`, `${ports} update @${SPA_FLOOD6} { ip6 saddr ${limit} } drop`);
+  }
+  return rules;
 }
 
 export function validTableName(name: string): boolean {
@@ -84,9 +113,11 @@ export function renderTable(opts: RulesetOptions): string {
     `\tset ${GRANTED4} {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
     `\tset ${GRANTED6} {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
     ...(opts.nat ? natSets() : []),
+    ...(opts.spaShield && opts.spaShield.ports.length > 0 ? shieldSets(opts.spaShield) : []),
     ...(opts.extraSets ?? []).map((s) => `\t${s}`),
     `\tchain ${GUARD_CHAIN} {`,
     `\t\ttype filter hook input priority ${GUARD_PRIORITY}; policy accept;`,
+    ...(opts.spaShield && opts.spaShield.ports.length > 0 ? shieldRules(opts.spaShield).map((r) => `\t\t${r}`) : []),
     `\t\tct state established,related accept`,
     // Without a transport header `th dport` cannot be read and the lookups
     // below would fall through to the drop: ICMP/ICMPv6 (neighbour discovery!)

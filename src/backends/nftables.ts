@@ -62,7 +62,7 @@ export interface NftablesOptions {
   /** Guard mode: include the NAT maps and chains (default true). */
   nat?: boolean;
   /** Extra ruleset parts (e.g. knock doors) loaded with, and restored with, sesame's table. */
-  ruleset?: Pick<RulesetOptions, 'extraSets' | 'extraChains' | 'guardPrelude'>;
+  ruleset?: Pick<RulesetOptions, 'extraSets' | 'extraChains' | 'guardPrelude' | 'spaShield'>;
   /** Called after the watchdog restored the table and/or grants. */
   onRestored?: (info: { reason: string; grants: number }) => void;
   /** Time limit for one nft run, ms (default 10000). */

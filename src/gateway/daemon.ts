@@ -93,7 +93,10 @@ export class Gateway {
     const doors = this.doorRuleset().nftRuleset;
     const kept = keepEstablished(this.cfg.backend);
     if (kept.flows > 0) this.opts.log.info('keep_established', { flows: kept.flows, message: 'TCP connections open before the guard keep flowing' });
-    const nftRuleset = mergeRulesets(doors, kept.ruleset);
+    const merged = mergeRulesets(doors, kept.ruleset);
+    // The SPA port's shield in the kernel: impossible lengths and per-source floods never reach the socket.
+    const spaShield = { ports: [...new Set(this.cfg.listeners.map((l) => l.port))], ratePerSec: this.cfg.rateLimit.packetsPerSecond, burst: this.cfg.rateLimit.burst };
+    const nftRuleset = this.cfg.backend.kind === 'nftables' && this.cfg.backend.mode === 'guard' ? { ...merged, spaShield } : merged;
     return createBackend(this.cfg.backend, this.backendLogger(), nftRuleset ? { nftRuleset } : {});
   }
 
