@@ -165,6 +165,8 @@ function ipv4Number(text: string): number | undefined {
 
 /** Is `ip` (as a socket reports it; IPv4-mapped IPv6 counts as IPv4) inside any of the ranges? */
 export function matchesAny(ranges: readonly AddressRange[], ip: string): boolean {
+  // SOURCE ANY with an IPv6 peer: no need to parse the address (the per-packet path under a flood).
+  if (ip.includes(':') && !/^::ffff:[0-9]/i.test(ip) && ranges.some((r) => r.family === 6 && r.prefix === 0)) return true;
   let v4 = ipv4Number(ip);
   if (v4 === undefined && ip.length > 7 && ip.slice(0, 7).toLowerCase() === '::ffff:') v4 = ipv4Number(ip.slice(7));
   const addr = v4 === undefined ? parseIp(ip) : undefined;

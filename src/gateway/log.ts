@@ -52,7 +52,8 @@ export const stderrSink: LogSink = { write: (l) => process.stderr.write(l) };
 export class RejectionLog {
   private logged = 0;
   private suppressed = 0;
-  private counts = new Map<string, number>();
+  private counts = new Map<string, Map<string, number>>();
+  private distinct = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -70,11 +71,13 @@ export class RejectionLog {
       return;
     }
     this.suppressed++;
-    const key = `${reason} ${src}`;
-    const n = this.counts.get(key);
-    if (n !== undefined) this.counts.set(key, n + 1);
-    else if (this.counts.size < this.maxKeys) this.counts.set(key, 1);
-    else this.counts.set('other sources', (this.counts.get('other sources') ?? 0) + 1);
+    // Nested maps: counting a flooded packet builds no string.
+    let bySource = this.counts.get(reason);
+    if (!bySource) this.counts.set(reason, (bySource = new Map()));
+    const n = bySource.get(src);
+    if (n !== undefined) bySource.set(src, n + 1);
+    else if (this.distinct < this.maxKeys) { bySource.set(src, 1); this.distinct++; }
+    else bySource.set('other sources', (bySource.get('other sources') ?? 0) + 1);
   }
 
   private ensureTimer(): void {
@@ -85,9 +88,10 @@ export class RejectionLog {
 
   flush(): void {
     if (this.suppressed > 0) {
-      const top = [...this.counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 10)
-        .map(([k, n]) => ({ reason: k.split(' ')[0], src: k.split(' ').slice(1).join(' ') || undefined, count: n }));
-      this.log.warn('reject_summary', { suppressed: this.suppressed, window_s: this.windowMs / 1000, distinct: this.counts.size, top });
+      const all: { reason: string; src: string; count: number }[] = [];
+      for (const [reason, bySource] of this.counts) for (const [src, count] of bySource) all.push({ reason, src, count });
+      const top = all.sort((a, b) => b.count - a.count).slice(0, 10);
+      this.log.warn('reject_summary', { suppressed: this.suppressed, window_s: this.windowMs / 1000, distinct: this.distinct, top });
     } else if (this.logged === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -95,6 +99,7 @@ export class RejectionLog {
     this.logged = 0;
     this.suppressed = 0;
     this.counts = new Map();
+    this.distinct = 0;
   }
 
   stop(): void {
