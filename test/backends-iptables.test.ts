@@ -120,6 +120,21 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
     expect(await c.list()).toEqual([]);
   });
 
+  it('expires hundreds of grants at once by rewriting the chain, keeping the grants still live', async () => {
+    const b = make();
+    await b.init();
+    const expiresAt = Date.now() + 2500;
+    const addrs = Array.from({ length: 200 }, (_, i) => `2001:db8::${(0x1000 + i).toString(16)}`);
+    await Promise.all(addrs.map((a) => b.open({ ...grant(a, PORT, 30), family: 6, expiresAt })));
+    const cl = lab.host('cl').ip4;
+    await b.open(grant(cl, PORT, 30));
+    expect(await rulesOf('ip6tables', CHAIN)).toHaveLength(200);
+    await sleep(3500);
+    expect(await rulesOf('ip6tables', CHAIN)).toEqual([]);
+    expect(await rulesOf('iptables', CHAIN)).toHaveLength(1);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+  });
+
   it('init removes stale rules of a previous run, adopts live ones, and list() reports them', async () => {
     await ipt('iptables', '-N', CHAIN);
     await ipt('iptables', '-I', 'INPUT', '1', '-j', CHAIN);

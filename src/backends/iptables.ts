@@ -18,6 +18,9 @@ import type { BackendConfig } from '../config/model.js';
 import type { Proto } from '../spa/types.js';
 import { describeFailure, netnsPrefix, runProgram, type RunResult } from './exec.js';
 import { ExpiryTimer } from './expiry.js';
+
+/** From this many expiring rules on, chains are rewritten instead of edited rule by rule. */
+const REBUILD_THRESHOLD = 64;
 import { canonicalAddress, checkGrant, epochSeconds, ipFamily, type NatExtras } from './grant-check.js';
 
 export type IptablesConfig = Extract<BackendConfig, { kind: 'iptables' }>;
@@ -342,6 +345,12 @@ export class IptablesBackend implements Backend {
    */
   private async deleteRulesBatch(rules: OwnedRule[]): Promise<void> {
     if (rules.length <= 2) return this.deleteRules(rules);
+    // Thousands expiring at once: deleting by rule spec scans the chain for
+    // each rule; rewriting the chains with the rules still live is linear.
+    if (rules.length >= REBUILD_THRESHOLD) {
+      const affected = new Set(rules.map((r) => `${r.fam}|${r.role}`));
+      if (await this.rebuildChains(affected)) return;
+    }
     const groups = new Map<string, OwnedRule[]>();
     for (const r of rules) {
       const k = `${r.fam}|${this.chains[r.role].table}`;
@@ -355,6 +364,32 @@ export class IptablesBackend implements Backend {
       const res = await runProgram(`${this.tool(Number(fam) as Fam)}-restore`, ['-w', '--noflush'], { input, timeoutMs: this.timeoutMs }, this.prefix);
       if (res.code !== 0) await this.deleteRules(list);
     }
+  }
+
+  /** Flush the affected chains and re-add the live grants' rules, one atomic restore per family and table. */
+  private async rebuildChains(affected: Set<string>): Promise<boolean> {
+    const byTable = new Map<string, string[]>();
+    for (const id of affected) {
+      const [fam, role] = id.split('|') as [string, Role];
+      const c = this.chains[role];
+      const k = `${fam}|${c.table}`;
+      const lines = byTable.get(k) ?? [];
+      lines.push(`-F ${c.name}`);
+      for (const lg of this.live.values()) {
+        for (const r of lg.rules) if (String(r.fam) === fam && r.role === role) lines.push(['-A', c.name, ...r.args].join(' '));
+      }
+      byTable.set(k, lines);
+    }
+    for (const [k, lines] of byTable) {
+      const [fam, table] = k.split('|') as [string, Table];
+      const input = [`*${table}`, ...lines, 'COMMIT', ''].join('\n');
+      const res = await runProgram(`${this.tool(Number(fam) as Fam)}-restore`, ['-w', '--noflush'], { input, timeoutMs: this.timeoutMs }, this.prefix);
+      if (res.code !== 0) {
+        this.log.warn('iptables_rebuild_failed', { error: describeFailure(res) });
+        return false;
+      }
+    }
+    return true;
   }
 
   private async readAll(): Promise<ParsedRule[]> {
