@@ -19,10 +19,15 @@ export class ExpiryTimer<T> {
    * @param onExpire called with every entry that is due (already removed from the timer).
    *   Errors it throws or rejects with are passed to onError.
    */
+  /**
+   * @param batchMs fire on multiples of this many ms past the due time, so grants
+   *   expiring close together are closed in one call (at most batchMs late).
+   */
   constructor(
     private readonly onExpire: (due: ExpiryEntry<T>[]) => void | Promise<void>,
     private readonly onError: (e: unknown) => void = () => undefined,
     private readonly now: () => number = Date.now,
+    private readonly batchMs = 0,
   ) {}
 
   /** Add or move an entry; the timer is re-armed if it becomes the earliest. */
@@ -75,7 +80,8 @@ export class ExpiryTimer<T> {
     this.timer = undefined;
     this.armedFor = next;
     if (next === Infinity) return;
-    const delay = Math.min(Math.max(0, next - this.now()), MAX_DELAY_MS);
+    const wait = Math.max(0, next - this.now());
+    const delay = Math.min(this.batchMs > 0 ? Math.ceil(wait / this.batchMs) * this.batchMs + 1 : wait, MAX_DELAY_MS);
     this.timer = setTimeout(() => this.fire(), delay);
     // The daemon's sockets keep the process alive; a timer alone must not.
     this.timer.unref();

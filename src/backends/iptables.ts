@@ -21,6 +21,7 @@ import { ExpiryTimer } from './expiry.js';
 
 /** From this many expiring rules on, chains are rewritten instead of edited rule by rule. */
 const REBUILD_THRESHOLD = 64;
+const EXPIRY_BATCH_MS = 250;
 import { canonicalAddress, checkGrant, epochSeconds, ipFamily, type NatExtras } from './grant-check.js';
 
 export type IptablesConfig = Extract<BackendConfig, { kind: 'iptables' }>;
@@ -140,6 +141,9 @@ export class IptablesBackend implements Backend {
         await this.deleteRulesBatch(rules);
       }),
       (e) => this.log.error('iptables_expiry_failed', { error: (e as Error).message }),
+      Date.now,
+      // Rules expire in bursts of at most this window: one iptables-restore each, not one process per rule.
+      EXPIRY_BATCH_MS,
     );
   }
 
