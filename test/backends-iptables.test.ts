@@ -103,6 +103,19 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
     expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
   });
 
+  it('adds concurrent opens together; a duplicate in the same burst refreshes instead of duplicating', async () => {
+    const b = make();
+    await b.init();
+    const addrs = Array.from({ length: 20 }, (_, i) => `198.51.100.${60 + i}`);
+    await Promise.all([...addrs.map((a) => b.open(grant(a, PORT, 20))), b.open(grant(addrs[3]!, PORT, 200))]);
+    const rules = await rulesOf('iptables', CHAIN);
+    expect(rules).toHaveLength(20);
+    const exps = rules.map((r) => Number(/_exp_(\d+)/.exec(r)![1]));
+    expect(Math.max(...exps) - Math.min(...exps)).toBeGreaterThan(150);
+    expect(rules.filter((r) => r.includes(`${addrs[3]}/32`))).toHaveLength(1);
+    expect(await b.list()).toHaveLength(20);
+  });
+
   it('expires a burst of grants in one batch, also when one of their rules is already gone', async () => {
     const b = make();
     await b.init();

@@ -36,6 +36,7 @@ export interface IptablesOptions {
 type Fam = 4 | 6;
 type Table = 'filter' | 'nat';
 type Role = 'input' | 'forward' | 'prerouting' | 'postrouting';
+interface PendingOpen { g: Grant; key: string; resolve: () => void; reject: (e: Error) => void }
 
 interface ChainDef { role: Role; table: Table; from: string; name: string; position: number }
 
@@ -109,6 +110,7 @@ export class IptablesBackend implements Backend {
   private readonly ready = new Set<string>();
   private readonly families = new Set<Fam>([4, 6]);
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly pendingOpens: PendingOpen[] = [];
 
   constructor(private readonly cfg: IptablesConfig, private readonly log: BackendLogger, opts: IptablesOptions = {}) {
     this.prefix = netnsPrefix(opts.netns);
@@ -234,29 +236,99 @@ export class IptablesBackend implements Backend {
       this.log.warn('iptables_grant_already_expired', { key });
       return;
     }
-    await this.locked(async () => {
-      const before = this.live.get(key);
-      const exp = epochSeconds(grant.expiresAt);
-      const rules = this.rulesFor(g, exp);
-      if (!before || before.exp !== exp) {
-        const added: OwnedRule[] = [];
-        try {
-          for (const r of rules) {
-            await this.ensureChain(r.fam, this.chains[r.role]);
-            await this.must(r.fam, this.chains[r.role].table, ['-A', this.chains[r.role].name, ...r.args]);
-            added.push(r);
-          }
-        } catch (e) {
-          await this.deleteRules(added);
-          throw new Error(`iptables: could not open ${grant.proto}/${grant.port} for ${addr}: ${(e as Error).message}`);
-        }
-        // The new rules are in before the old ones go: no gap while refreshing.
-        if (before) await this.deleteRules(before.rules);
-      }
-      this.live.set(key, { grant: g, exp, rules });
-      this.timer.schedule(key, grant.expiresAt, undefined);
-      this.log.info('iptables_grant_open', { key, chain: this.cfg.chain, expires: exp, refreshed: before !== undefined, rule: grant.rule });
+    // Opens that arrive while iptables runs are added together by one iptables-restore.
+    return new Promise<void>((resolve, reject) => {
+      this.pendingOpens.push({ g, key, resolve, reject });
+      if (this.pendingOpens.length === 1) void this.locked(() => this.flushOpens());
     });
+  }
+
+  private async flushOpens(): Promise<void> {
+    // The last request per grant wins; earlier duplicates settle with it.
+    const byKey = new Map<string, PendingOpen[]>();
+    for (const p of this.pendingOpens.splice(0)) byKey.set(p.key, [...(byKey.get(p.key) ?? []), p]);
+    const items = [...byKey.values()].map((list) => ({
+      ...list[list.length - 1]!,
+      resolve: () => list.forEach((x) => x.resolve()),
+      reject: (e: Error) => list.forEach((x) => x.reject(e)),
+    }));
+    if (items.length > 1 && (await this.openBatch(items))) return;
+    for (const item of items) {
+      try {
+        await this.openOne(item.g, item.key);
+        item.resolve();
+      } catch (e) {
+        item.reject(e as Error);
+      }
+    }
+  }
+
+  /** All new rules of several grants in one iptables-restore per family and table; false = do them one by one. */
+  private async openBatch(items: PendingOpen[]): Promise<boolean> {
+    const prepared = items.map((item) => {
+      const before = this.live.get(item.key);
+      const exp = epochSeconds(item.g.expiresAt);
+      return { item, before, exp, rules: this.rulesFor(item.g, exp) };
+    });
+    const adding = prepared.filter((p) => !p.before || p.before.exp !== p.exp);
+    const byTable = new Map<string, OwnedRule[]>();
+    try {
+      for (const p of adding) {
+        for (const r of p.rules) {
+          const c = this.chains[r.role];
+          await this.ensureChain(r.fam, c);
+          const k = `${r.fam}|${c.table}`;
+          byTable.set(k, [...(byTable.get(k) ?? []), r]);
+        }
+      }
+    } catch {
+      return false;
+    }
+    const applied: OwnedRule[] = [];
+    for (const [k, rules] of byTable) {
+      const [fam, table] = k.split('|') as [string, Table];
+      const input = [`*${table}`, ...rules.map((r) => ['-A', this.chains[r.role].name, ...r.args].join(' ')), 'COMMIT', ''].join('\n');
+      const res = await runProgram(`${this.tool(Number(fam) as Fam)}-restore`, ['-w', '--noflush'], { input, timeoutMs: this.timeoutMs }, this.prefix);
+      if (res.code !== 0) {
+        // restore is all-or-nothing per table: undo the tables already done, then the per-grant path redoes all.
+        await this.deleteRulesBatch(applied);
+        return false;
+      }
+      applied.push(...rules);
+    }
+    // The new rules are in before the old ones go: no gap while refreshing.
+    await this.deleteRulesBatch(adding.flatMap((p) => p.before?.rules ?? []));
+    for (const p of prepared) {
+      this.live.set(p.item.key, { grant: p.item.g, exp: p.exp, rules: p.rules });
+      this.timer.schedule(p.item.key, p.item.g.expiresAt, undefined);
+      this.log.info('iptables_grant_open', { key: p.item.key, chain: this.cfg.chain, expires: p.exp, refreshed: p.before !== undefined, rule: p.item.g.rule });
+      p.item.resolve();
+    }
+    return true;
+  }
+
+  private async openOne(g: Grant, key: string): Promise<void> {
+    const before = this.live.get(key);
+    const exp = epochSeconds(g.expiresAt);
+    const rules = this.rulesFor(g, exp);
+    if (!before || before.exp !== exp) {
+      const added: OwnedRule[] = [];
+      try {
+        for (const r of rules) {
+          await this.ensureChain(r.fam, this.chains[r.role]);
+          await this.must(r.fam, this.chains[r.role].table, ['-A', this.chains[r.role].name, ...r.args]);
+          added.push(r);
+        }
+      } catch (e) {
+        await this.deleteRules(added);
+        throw new Error(`iptables: could not open ${g.proto}/${g.port} for ${g.address}: ${(e as Error).message}`);
+      }
+      // The new rules are in before the old ones go: no gap while refreshing.
+      if (before) await this.deleteRules(before.rules);
+    }
+    this.live.set(key, { grant: g, exp, rules });
+    this.timer.schedule(key, g.expiresAt, undefined);
+    this.log.info('iptables_grant_open', { key, chain: this.cfg.chain, expires: exp, refreshed: before !== undefined, rule: g.rule });
   }
 
   async close(grant: Grant): Promise<void> {
