@@ -8,22 +8,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describeWith } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
-import type { BackendLogger, Grant } from '../src/backends/backend.js';
+import type { Grant } from '../src/backends/backend.js';
 import { createCommandBackend, splitTemplate, substitute, templateVars, type CommandBackend, type CommandConfig } from '../src/backends/command.js';
+import { grant, recorder } from './harness/backend-fixtures.js';
 
-interface LogLine { level: string; event: string; fields?: Record<string, unknown> }
-function recorder(): BackendLogger & { lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const rec = (level: string) => (event: string, fields?: Record<string, unknown>) => { lines.push({ level, event, fields }); };
-  return { lines, info: rec('info'), warn: rec('warn'), error: rec('error') };
-}
 
-function grant(address: string, port: number, seconds: number, extra: Partial<Grant> = {}): Grant {
-  return {
-    address, family: address.includes(':') ? 6 : 4, proto: 'tcp', port,
-    expiresAt: Date.now() + seconds * 1000, timeoutSec: seconds, clientTimeoutSec: 0, rule: 'test', ...extra,
-  };
-}
 
 const NODE = process.execPath;
 const dir = mkdtempSync(path.join(tmpdir(), 'sesame-cmd-'));

@@ -5,24 +5,14 @@
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { describeWith } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
-import type { BackendLogger, Grant } from '../src/backends/backend.js';
+import type { Grant } from '../src/backends/backend.js';
 import { createIptablesBackend, type IptablesBackend, type IptablesConfig } from '../src/backends/iptables.js';
+import { grant, recorder } from './harness/backend-fixtures.js';
 
 const PORT = 2222;
 const CHAIN = 'FWKNOP_INPUT';
 
-function recorder(): BackendLogger & { events: string[] } {
-  const events: string[] = [];
-  const rec = (event: string) => { events.push(event); };
-  return { events, info: rec, warn: rec, error: rec };
-}
 
-function grant(address: string, port: number, seconds: number, extra: Partial<Grant> = {}): Grant {
-  return {
-    address, family: address.includes(':') ? 6 : 4, proto: 'tcp', port,
-    expiresAt: Date.now() + seconds * 1000, timeoutSec: seconds, clientTimeoutSec: 0, rule: 'test', ...extra,
-  };
-}
 
 const cfg = (jumpPosition = 1): IptablesConfig => ({ kind: 'iptables', chain: CHAIN, jumpPosition, iptables: 'iptables', ip6tables: 'ip6tables' });
 

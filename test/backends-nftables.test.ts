@@ -4,24 +4,13 @@
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { describeWith } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
-import type { BackendLogger, Grant } from '../src/backends/backend.js';
+import type { Grant } from '../src/backends/backend.js';
 import { createNftablesBackend, operatorSnippet, type NftablesBackend, type NftablesConfig, type NftablesOptions } from '../src/backends/nftables.js';
+import { grant, recorder } from './harness/backend-fixtures.js';
 
 const PORT = 2222;
 
-interface LogLine { level: string; event: string; fields?: Record<string, unknown> }
-function recorder(): BackendLogger & { lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const rec = (level: string) => (event: string, fields?: Record<string, unknown>) => { lines.push({ level, event, fields }); };
-  return { lines, info: rec('info'), warn: rec('warn'), error: rec('error') };
-}
 
-function grant(address: string, port: number, seconds: number, extra: Partial<Grant> = {}): Grant {
-  return {
-    address, family: address.includes(':') ? 6 : 4, proto: 'tcp', port,
-    expiresAt: Date.now() + seconds * 1000, timeoutSec: seconds, clientTimeoutSec: 0, rule: 'test', ...extra,
-  };
-}
 
 const guardCfg = (ports = [PORT]): NftablesConfig => ({
   kind: 'nftables', mode: 'guard', table: 'sesame', guardPorts: ports.map((port) => ({ proto: 'tcp' as const, port })),
