@@ -108,6 +108,25 @@ describeWith('nftables backend in a namespace (real kernel)', ['netns', 'nft'], 
     expect(b.liveGrants()).toHaveLength(30);
   });
 
+  it('recovers when its long-lived nft process dies: the next open still lands', async () => {
+    const b = make(guardCfg());
+    await b.init();
+    await b.open(grant('198.51.100.201', PORT, 30));
+    // End the interactive nft (the one reading commands on stdin) behind the backend's back.
+    // Only this lab's: the processes inside its gateway namespace (other suites may run their own).
+    const inLab = new Set((await lab.exec('gw', 'ip', ['netns', 'pids', lab.host('gw').ns])).stdout.split('\n').filter(Boolean));
+    const pids = (await lab.exec('gw', 'pgrep', ['-f', '^nft -i$'])).stdout.split('\n').filter((p) => inLab.has(p));
+    expect(pids.length).toBeGreaterThan(0);
+    for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+    // Not stalled until the 10 s command time limit: the dead process is noticed at once.
+    const t0 = Date.now();
+    await b.open(grant('198.51.100.202', PORT, 30));
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const keys = (await elementsOf('granted4')).map((e) => JSON.stringify(e.key));
+    expect(keys.join()).toContain('198.51.100.202');
+    expect(keys.join()).toContain('198.51.100.201');
+  });
+
   it('close removes a grant at once; closing it again is not an error', async () => {
     const b = make(guardCfg());
     await b.init();

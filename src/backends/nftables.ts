@@ -116,7 +116,7 @@ class Nft {
   private interactive: ChildProcess | undefined;
   private out = '';
   private err = '';
-  private waiter: (() => void) | undefined;
+  private waiter: ((ok: boolean) => void) | undefined;
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly prefix: string[], private readonly nft: string, private readonly timeoutMs: number) {}
@@ -135,12 +135,12 @@ class Nft {
     this.err = '';
     const done = new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => { this.waiter = undefined; resolve(false); }, this.timeoutMs);
-      this.waiter = () => { clearTimeout(timer); this.waiter = undefined; resolve(true); };
+      this.waiter = (ok: boolean) => { clearTimeout(timer); this.waiter = undefined; resolve(ok); };
     });
     p.stdin!.write(`${lines.join('; ')}\n${SENTINEL_COMMAND}\n`);
     if (!(await done)) {
       this.stopInteractive();
-      throw new Error(`nft did not answer within ${this.timeoutMs} ms`);
+      throw new Error(`nft did not answer within ${this.timeoutMs} ms, or exited`);
     }
     // stderr written before the sentinel's stdout may be delivered a turn later.
     await new Promise((r) => setImmediate(r));
@@ -158,12 +158,16 @@ class Nft {
     }
     child.stdout!.on('data', (d: Buffer) => {
       this.out += d.toString();
-      if (this.waiter && SENTINEL_OUTPUT.test(this.out)) this.waiter();
+      if (this.waiter && SENTINEL_OUTPUT.test(this.out)) this.waiter(true);
     });
     child.stderr!.on('data', (d: Buffer) => { this.err += d.toString(); });
     child.on('error', () => undefined);
     child.stdin!.on('error', () => undefined);
-    child.once('exit', () => { if (this.interactive === child) this.interactive = undefined; });
+    child.once('exit', () => {
+      if (this.interactive !== child) return;
+      this.interactive = undefined;
+      this.waiter?.(false); // a batch in flight fails now, not at the time limit
+    });
     this.interactive = child;
     return child;
   }
