@@ -54,7 +54,8 @@ export class Gateway {
     this.pipeline = new Pipeline({
       rules: () => this.cfg.rules,
       maxAgeSec: () => this.cfg.maxPacketAgeSec,
-      limiter: { allow: (s: string) => this.limiter.allow(s) } as RateLimiter,
+      // A reload replaces the limiter; the pipeline always asks the current one.
+      limiter: { allow: (s: string) => this.limiter.allow(s) },
       ...(this.replay ? { replay: this.replay } : {}),
     });
   }

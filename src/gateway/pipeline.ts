@@ -9,7 +9,6 @@ import { checkWire, decryptAndDecode, RIJNDAEL_PREFIX, replayDigest, verifyHmac,
 import type { SpaMessage } from '../spa/message.js';
 import type { Grant } from '../backends/backend.js';
 import { authorize, type PolicyReason } from './policy.js';
-import type { RateLimiter } from './ratelimit.js';
 import type { ReplayStore } from './replay-store.js';
 import type { RejectionReason } from '../spa/result.js';
 
@@ -23,7 +22,8 @@ export type Decision =
 export interface PipelineDeps {
   rules: () => readonly AccessRule[];
   maxAgeSec: () => number;
-  limiter?: RateLimiter;
+  /** Per-source budget checked before any crypto (RateLimiter, or a stand-in). */
+  limiter?: { allow(source: string): boolean };
   replay?: ReplayStore;
   now?: () => number;
 }
