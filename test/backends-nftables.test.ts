@@ -7,6 +7,7 @@ import { Lab, sleep } from './harness/netns.js';
 import type { Grant } from '../src/backends/backend.js';
 import { createNftablesBackend, operatorSnippet, type NftablesBackend, type NftablesConfig, type NftablesOptions } from '../src/backends/nftables.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
+import { addHostBehind } from './harness/daemon.js';
 
 const PORT = 2222;
 
@@ -261,19 +262,11 @@ describeWith('nftables backend NAT in a namespace (real kernel)', ['netns', 'nft
   };
 
   beforeAll(async () => {
-    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }, { name: 'srv', ip4: 4 }]);
-    const gwNs = lab.host('gw').ns;
-    const srvNs = lab.host('srv').ns;
-    await run('srv', 'ip', 'link', 'del', 'eth0');
-    await run('gw', 'ip', 'link', 'add', 'nat0', 'type', 'veth', 'peer', 'name', 'eth1', 'netns', srvNs);
-    await run('gw', 'ip', 'addr', 'add', '198.51.100.129/25', 'dev', 'nat0');
-    await run('gw', 'ip', 'link', 'set', 'nat0', 'up');
-    await run('srv', 'ip', 'addr', 'add', `${SRV}/25`, 'dev', 'eth1');
-    await run('srv', 'ip', 'link', 'set', 'eth1', 'up');
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
+    await addHostBehind(lab, 'srv', 'gw', { ip: SRV, routerIp: '198.51.100.129', prefix: 25, routerIf: 'nat0', defaultRoute: false });
     await run('gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
     // The outsider knows the way to the internal network (it could route through gw).
     await run('out', 'ip', 'route', 'add', '198.51.100.128/25', 'via', '198.51.100.1');
-    void gwNs;
     lab.startTcpService('srv', 22);
     lab.startTcpService('gw', PORT);
     await lab.waitListening('srv', 'tcp', 22);
