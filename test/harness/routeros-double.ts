@@ -743,15 +743,8 @@ export class RouterosDouble {
     if (this.certificate) await rm(this.certificate.dir, { recursive: true, force: true });
   }
 
-  private listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, '127.0.0.1', () => {
-        this.server.off('error', reject);
-        this.port_ = (this.server.address() as AddressInfo).port;
-        resolve();
-      });
-    });
+  private async listen(port: number): Promise<void> {
+    this.port_ = await listenOnLoopback(this.server, port);
   }
 
   private accept(raw: Socket): void {
@@ -903,6 +896,17 @@ export class RouterosDouble {
     }
     sendChallenge(); // bare /login, or (before 6.43) a plain-login sentence
   }
+}
+
+/** Listen on 127.0.0.1 (port 0: any free one) and return the port (both doubles; a restart reuses it). */
+export function listenOnLoopback(server: { listen(port: number, host: string, cb: () => void): unknown; once(e: 'error', f: (e: Error) => void): unknown; off(e: 'error', f: (e: Error) => void): unknown; address(): unknown }, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
 }
 
 /** Start a binary-API double (for the lead's end-to-end tests): `const d = await startRouterosDouble({ tls: true })`. */

@@ -6,7 +6,7 @@
 // Written from /work/shared/docs/routeros.md section 3.
 import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   RouterModel,
@@ -18,6 +18,7 @@ import {
   type RouterModelOptions,
   type TestCertificate,
   type Trap,
+  listenOnLoopback,
 } from './routeros-double.js';
 
 export interface RestDoubleOptions extends RouterModelOptions {
@@ -93,15 +94,8 @@ export class RouterosRestDouble {
     return server;
   }
 
-  private listen(port: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, '127.0.0.1', () => {
-        this.server.off('error', reject);
-        this.port_ = (this.server.address() as AddressInfo).port;
-        resolve();
-      });
-    });
+  private async listen(port: number): Promise<void> {
+    this.port_ = await listenOnLoopback(this.server, port);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
