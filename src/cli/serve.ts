@@ -13,6 +13,7 @@ import { Logger, stderrSink } from '../gateway/log.js';
 import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
 import { parseAccess } from '../client/options.js';
 import { UsageError } from './errors.js';
+import { upFirewallText } from '../doctor/report.js';
 
 interface ServeOpts {
   config?: string;
@@ -90,13 +91,13 @@ export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   return cfg;
 }
 
-export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig) => void, doorsFile?: string): Promise<number> {
+export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig, gw: Gateway) => void, doorsFile?: string): Promise<number> {
   const cfg = await load();
   const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
   const doors = doorsFile && (await hasDoors(doorsFile)) ? await (await import('../knockd/load.js')).loadDoorFile(doorsFile) : undefined;
   for (const w of doors?.warnings ?? []) log.warn('config_warning', { message: w });
   const gw = await Gateway.start(cfg, { log, ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
-  banner?.(cfg);
+  banner?.(cfg, gw);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {
@@ -158,7 +159,11 @@ export function registerServe(program: Command): void {
       const qr = await QRCode.toString(qrPayload(plan.keys), { type: 'terminal', small: true });
       process.exitCode = await serve(
         () => loadServeConfig({ config: plan.configFile, ...(o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}) }),
-        () => process.stdout.write(upInstructions(plan, guard, server, qr)),
+        (_cfg, gw) => {
+          process.stdout.write(upInstructions(plan, guard, server, qr));
+          // The host firewall may drop what sesame opens: say so here, not only in the log.
+          void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
+        },
       );
     });
 }

@@ -19,6 +19,8 @@ import { keepEstablished, mergeRulesets } from './established.js';
 import type { Door } from '../knockd/door.js';
 import { doorPorts } from '../knockd/door.js';
 import { doorsNftFragments } from '../knockd/nftables.js';
+import { reportHostFirewall } from '../doctor/startup.js';
+import type { FirewallFinding } from '../doctor/host-firewall.js';
 
 const MAIN = 'main';
 
@@ -42,6 +44,8 @@ export class Gateway {
   private readonly pipeline: Pipeline;
   private limiter: RateLimiter;
   private cfg: GatewayConfig;
+  /** The host-firewall check started after the backend came up (issue 9): its findings, once done. */
+  hostFirewall: Promise<FirewallFinding[]> = Promise.resolve([]);
 
   private constructor(cfg: GatewayConfig, private readonly opts: GatewayOptions) {
     this.cfg = cfg;
@@ -79,6 +83,8 @@ export class Gateway {
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
+    // Beside the start, never in its way: another table dropping our ports makes every knock fail silently.
+    if (!this.opts.backend) this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger());
     await this.grants.restore(MAIN);
     this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst) => this.onDatagram(buf, src, dst));
     log.info('ready', {
