@@ -17,6 +17,7 @@ const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
   knockd: async () => (await import('./knockd.js')).registerKnockd,
   routeros: async () => (await import('./routeros.js')).registerRouteros,
   config: async () => (await import('./config.js')).registerConfig,
+  doctor: async () => (await import('./doctor.js')).registerDoctor,
 };
 
 export async function buildProgram(subcommand?: string): Promise<Command> {
