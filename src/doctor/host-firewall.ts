@@ -143,7 +143,9 @@ export function analyzeHostFirewall(cfg: GatewayConfig, snap: RulesetSnapshot): 
     if (same) same.families.add(h.probe.family);
     else hits.push({ ...h, families: new Set([h.probe.family]) });
   };
-  const nftResults = analyzeNftTables(snap.nft, probes, { grantedSets });
+  // sesame's own guard table is what the findings are about, never a finding itself.
+  const others = snap.nft.filter((t) => !(b.kind === 'nftables' && b.mode === 'guard' && t.family === 'inet' && t.name === b.table));
+  const nftResults = analyzeNftTables(others, probes, { grantedSets });
   for (const r of nftResults) {
     if (r.outcome.kind === 'drop' || r.outcome.kind === 'unknown') {
       note({ where: `chain ${r.family} ${r.table} ${r.chain}`, base: { family: r.family, table: r.table, chain: r.chain }, probe: r.probe, outcome: r.outcome });

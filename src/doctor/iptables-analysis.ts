@@ -127,6 +127,8 @@ export function evaluateIptRule(args: string[], probe: Probe, opts: IptablesAnal
           verdict = probe.purpose === 'guarded' ? { kind: 'accept' } : { kind: 'continue' };
         } else if (['QUEUE', 'NFQUEUE', 'TPROXY', 'SET', 'TEE', 'SYNPROXY'].includes(t)) verdict = { kind: 'unknown', why: `target ${t}` };
         else verdict = { kind: a === '-g' || a === '--goto' ? 'goto' : 'jump', target: t };
+        // iptables-save prints the target last; what follows are its own options (--reject-with ...).
+        i = args.length;
         break;
       }
       default:
