@@ -157,7 +157,7 @@ export function analyzeHostFirewall(cfg: GatewayConfig, snap: RulesetSnapshot): 
     if (!f) continue;
     const outcome = analyzeIptables(f, probe, sesameChain ? { sesameChain } : {});
     iptOutcomes.set(probe, outcome);
-    if (probe.purpose !== 'unguarded' && (outcome.kind === 'drop' || outcome.kind === 'unknown')) note({ where: `${probe.family === 4 ? 'iptables' : 'ip6tables'} INPUT`, base: 'iptables', probe, outcome });
+    if (probe.purpose !== 'unguarded' && (outcome.kind === 'drop' || outcome.kind === 'unknown')) note({ where: 'iptables INPUT', base: 'iptables', probe, outcome });
   }
   const out: FirewallFinding[] = [];
   for (const h of hits) {
@@ -181,6 +181,10 @@ export function analyzeHostFirewall(cfg: GatewayConfig, snap: RulesetSnapshot): 
   return out;
 }
 
+function iptTools(fs: Set<4 | 6>): string[] {
+  return fs.size === 2 ? ['iptables', 'ip6tables'] : fs.has(4) ? ['iptables'] : ['ip6tables'];
+}
+
 function famText(fs: Set<4 | 6>): string {
   return fs.size === 2 ? 'IPv4 and IPv6' : fs.has(4) ? 'IPv4' : 'IPv6';
 }
@@ -191,6 +195,8 @@ function describe(h: Hit, cfg: GatewayConfig): FirewallFinding {
   const role = p.purpose === 'spa' ? `${port} (the SPA port, ${famText(h.families)})` : `${port} (guarded, ${famText(h.families)})`;
   const nftRule = `${p.proto} dport ${p.port} accept`;
   const b = cfg.backend;
+  // One finding for both families of iptables: the fix names both tools.
+  if (h.base === 'iptables') h.where = `${iptTools(h.families).join(' and ')} INPUT`;
   if (h.outcome.kind === 'unknown') {
     return {
       severity: 'warn', port, where: h.where,
@@ -200,7 +206,7 @@ function describe(h: Hit, cfg: GatewayConfig): FirewallFinding {
   }
   const by = h.outcome.kind === 'drop' ? `${h.outcome.by}${h.base !== 'iptables' && h.outcome.chain !== h.base.chain ? ` in chain ${h.outcome.chain}` : ''}` : '';
   if (h.base === 'iptables') {
-    const tools = h.families.size === 2 ? ['iptables', 'ip6tables'] : h.families.has(4) ? ['iptables'] : ['ip6tables'];
+    const tools = iptTools(h.families);
     const insert = tools.map((t) => `${t} -I INPUT 1 -p ${p.proto} --dport ${p.port} -j ACCEPT`).join(' and ');
     if (p.purpose === 'spa') {
       return { severity: 'problem', port, where: h.where, what: `${role} is dropped by ${h.where} (${by}): knocks never reach sesame`, fix: `${insert} (and keep it in your saved rules)` };

@@ -1,0 +1,254 @@
+// When the host's own firewall defeats sesame (issue 9, deliverable 4), in
+// network namespaces with the real kernel firewall: a typical host ruleset
+// beside a running sesame makes every knock fail; the daemon says so at start
+// (host_firewall_conflict), `sesame doctor` names the problem and the exact
+// fix and exits non-zero; after the fix it names is applied, doctor is happy
+// and a real knock opens the port. Variants: nftables host table, iptables
+// INPUT policy DROP with the nftables backend, and with the iptables backend.
+// Also the other doctor checks: a readable config with keys, a group-writable
+// state dir, and a clean setup where every line is ok.
+import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { SESAME_BIN, SPA_PORT, events, scratchPath, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
+import { HARNESS_DIR, Lab, sleep } from './harness/netns.js';
+import { describeWith } from './harness/requirements.js';
+
+const GW4 = '198.51.100.1';
+const CL4 = '198.51.100.2';
+const PORT = 2222;
+
+const HOST_NFT = `table inet filter {
+  chain input {
+    type filter hook input priority filter; policy drop;
+    ct state established,related accept
+    iif lo accept
+    meta l4proto { icmp, ipv6-icmp } accept
+    tcp dport 22 accept
+  }
+}
+`;
+
+function hostIptables(icmp: string): string {
+  return ['*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', ':OUTPUT ACCEPT [0:0]', '-A INPUT -i lo -j ACCEPT',
+    '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', `-A INPUT -p ${icmp} -j ACCEPT`,
+    '-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT', 'COMMIT', ''].join('\n');
+}
+
+function yaml(stateDir: string, backend: string): string {
+  return [
+    `listen: ["0.0.0.0:${SPA_PORT}", "[::]:${SPA_PORT}"]`,
+    `state_dir: ${stateDir}`,
+    `backend: ${backend}`,
+    'rules:',
+    '  - name: laptop',
+    '    source: [any]',
+    `    key_base64: ${KEY_B64}`,
+    `    hmac_key_base64: ${HMAC_B64}`,
+    `    open_ports: [tcp/${PORT}]`,
+    '    access_timeout: 30',
+    '',
+  ].join('\n');
+}
+
+interface Doctor { code: number; out: string; lines: string[] }
+
+async function doctor(lab: Lab, args: string[], opts: { timesync?: boolean } = {}): Promise<Doctor> {
+  const cmd = [process.execPath, SESAME_BIN, 'doctor', ...args];
+  const r = opts.timesync
+    ? await lab.exec('gw', 'unshare', ['--mount', '--propagation', 'private', process.execPath, path.join(HARNESS_DIR, 'with-timesync.mjs'), ...cmd], { timeoutMs: 60_000 })
+    : await lab.exec('gw', cmd[0]!, cmd.slice(1), { timeoutMs: 60_000 });
+  return { code: r.code, out: r.stdout + r.stderr, lines: r.stdout.split('\n').filter((l) => /^(ok|problem|warn) /.test(l)) };
+}
+
+/** A real knock from the client with sesame's own client; true when the port opened within 2 s. */
+async function knock(lab: Lab, from = 'cl', allow = CL4): Promise<boolean> {
+  const r = await lab.exec(from, process.execPath, [SESAME_BIN, 'knock', '-A', `tcp/${PORT}`, '-a', allow, '-D', GW4,
+    '--key-base64-rijndael', KEY_B64, '--key-base64-hmac', HMAC_B64, '--no-rc-file', '--wait', '2'], { timeoutMs: 20_000 });
+  return r.code === 0;
+}
+
+/** Run every command of this shape found in a fix text, in the gateway (argv, no shell). */
+async function applyFix(lab: Lab, fix: string, re: RegExp): Promise<string[]> {
+  const cmds = [...fix.matchAll(re)].map((m) => m[0]);
+  expect(cmds.length).toBeGreaterThan(0);
+  for (const c of cmds) {
+    const [tool, ...args] = c.split(' ');
+    const r = await lab.exec('gw', tool!, args);
+    expect(r.code, `${c}: ${r.stderr}`).toBe(0);
+  }
+  return cmds;
+}
+
+function firewallProblem(d: Doctor, port: string): string | undefined {
+  return d.lines.find((l) => l.startsWith(`problem host_firewall: ${port} `));
+}
+
+interface Setup { lab: Lab; daemon: RunningDaemon; cfgFile: string; stateDir: string; tmp: string }
+
+function scenario(name: string, backend: string, loadHostFirewall: (lab: Lab) => Promise<void>, body: (s: () => Setup) => void): void {
+  describeWith(name, ['netns', 'nft', 'iptables-restore'], () => {
+    let s: Setup | undefined;
+    beforeAll(async () => {
+      const tmp = scratchPath('sesame-doctor-');
+      mkdirSync(tmp, { mode: 0o700 });
+      const lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
+      lab.startTcpService('gw', PORT);
+      await lab.waitListening('gw', 'tcp', PORT);
+      await loadHostFirewall(lab);
+      const stateDir = path.join(tmp, 'state');
+      const cfgFile = path.join(tmp, 'sesame.yaml');
+      writeFileSync(cfgFile, yaml(stateDir, backend), { mode: 0o600 });
+      const daemon = startSesame(lab, 'gw', ['serve', '-c', cfgFile, '--log-format', 'json']);
+      await waitForEvents(daemon, 'ready', 1, 15_000);
+      s = { lab, daemon, cfgFile, stateDir, tmp };
+    });
+    afterAll(async () => {
+      if (s) await s.lab.stop(s.daemon.child);
+      await s?.lab.destroy();
+      if (s) rmSync(s.tmp, { recursive: true, force: true });
+    });
+    body(() => s!);
+  });
+}
+
+async function loadNft(lab: Lab): Promise<void> {
+  const r = await lab.exec('gw', 'nft', ['-f', '-'], { input: HOST_NFT });
+  if (r.code !== 0) throw new Error(`nft -f failed: ${r.stderr}`);
+}
+
+async function loadIptables(lab: Lab): Promise<void> {
+  for (const [tool, icmp] of [['iptables-restore', 'icmp'], ['ip6tables-restore', 'ipv6-icmp']] as const) {
+    const r = await lab.exec('gw', tool, [], { input: hostIptables(icmp) });
+    if (r.code !== 0) throw new Error(`${tool} failed: ${r.stderr}`);
+  }
+}
+
+const NFT_FIX = /nft insert rule inet filter input (?:udp|tcp) dport \d+ accept/g;
+const IPT_FIX = /ip6?tables -I INPUT 1 -p (?:udp|tcp) --dport \d+ -j ACCEPT/g;
+
+scenario('doctor: a host nftables table drops the SPA port and the guarded port (nftables guard)', '{ kind: nftables, mode: guard }', loadNft, (setup) => {
+  it('the daemon logged host_firewall_conflict at start, with the fix, and kept running', async () => {
+    const { daemon } = setup();
+    const found = await waitForEvents(daemon, 'host_firewall_conflict', 2, 15_000);
+    const spa = found.find((e) => e.port === `udp/${SPA_PORT}`);
+    expect(spa?.level).toBe('warn');
+    expect(String(spa?.fix)).toContain(`nft insert rule inet filter input udp dport ${SPA_PORT} accept`);
+    expect(found.find((e) => e.port === `tcp/${PORT}`)?.fix).toMatch(/guard already drops unknown sources/);
+    expect(daemon.child.exitCode).toBeNull();
+  });
+
+  it('doctor reports the SPA port problem with its fix and exits non-zero', async () => {
+    const { lab, cfgFile } = setup();
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.code).toBe(1);
+    expect(firewallProblem(d, `udp/${SPA_PORT}`)).toMatch(new RegExp(`dropped by chain inet filter input .*fix: add "udp dport ${SPA_PORT} accept" to chain inet filter input before its drop`));
+    expect(firewallProblem(d, `tcp/${PORT}`)).toContain('dropped for granted clients');
+    // The sets-mode snippet is printed under the guarded-port line.
+    expect(d.out).toContain('ip saddr . meta l4proto . th dport @sesame4 accept');
+  });
+
+  it('a real knock indeed fails: the packet never reaches sesame', async () => {
+    const { lab, daemon } = setup();
+    const before = daemon.lines.length;
+    expect(await knock(lab)).toBe(false);
+    expect(daemon.lines.slice(before).some((l) => l.includes('"event":"grant"'))).toBe(false);
+  });
+
+  it('after the SPA fix: knocks arrive (a grant is logged) but the other table still drops the guarded port', async () => {
+    const { lab, cfgFile, daemon } = setup();
+    const d0 = await doctor(lab, ['-c', cfgFile]);
+    await applyFix(lab, firewallProblem(d0, `udp/${SPA_PORT}`)!, NFT_FIX);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(firewallProblem(d, `udp/${SPA_PORT}`)).toBeUndefined();
+    expect(firewallProblem(d, `tcp/${PORT}`)).toBeDefined();
+    const grants = events(daemon, 'grant').length;
+    expect(await knock(lab)).toBe(false);
+    expect(events(daemon, 'grant').length).toBe(grants + 1);
+  });
+
+  it('after the guarded-port fix: doctor\'s firewall check is ok, a knock opens the port, a stranger stays out', async () => {
+    const { lab, cfgFile } = setup();
+    const d0 = await doctor(lab, ['-c', cfgFile]);
+    await applyFix(lab, firewallProblem(d0, `tcp/${PORT}`)!, NFT_FIX);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall: nothing else drops/)]);
+    expect(await knock(lab)).toBe(true);
+    expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
+  });
+
+  it('a clean setup: every line ok and exit 0', async () => {
+    const { lab, cfgFile } = setup();
+    const d = await doctor(lab, ['-c', cfgFile], { timesync: true });
+    expect(d.lines.length).toBeGreaterThanOrEqual(7);
+    expect(d.lines.filter((l) => !l.startsWith('ok '))).toEqual([]);
+    for (const check of ['config', 'clock', 'secrets', 'state_dir', 'backend', 'spa_port', 'host_firewall']) expect(d.out).toContain(`ok      ${check}:`);
+    expect(d.code).toBe(0);
+  });
+
+  it('a config with inline keys readable by others and a group-writable state dir are problems', async () => {
+    const { lab, cfgFile, stateDir } = setup();
+    chmodSync(cfgFile, 0o644);
+    chmodSync(stateDir, 0o770);
+    try {
+      const d = await doctor(lab, ['-c', cfgFile, '--json']);
+      expect(d.code).toBe(1);
+      const lines = JSON.parse(d.out.slice(0, d.out.lastIndexOf(']') + 1)) as { status: string; check: string; what: string; fix?: string }[];
+      expect(lines).toContainEqual(expect.objectContaining({ status: 'problem', check: 'secrets', fix: expect.stringContaining(`chmod 600 ${cfgFile}`) }));
+      expect(lines).toContainEqual(expect.objectContaining({ status: 'problem', check: 'state_dir', fix: `chmod 700 ${stateDir}` }));
+    } finally {
+      chmodSync(cfgFile, 0o600);
+      chmodSync(stateDir, 0o700);
+    }
+  });
+});
+
+scenario('doctor: iptables INPUT policy DROP beside the nftables backend', '{ kind: nftables, mode: guard }', loadIptables, (setup) => {
+  it('is logged at start, reported with the iptables -I lines, and the knock fails', async () => {
+    const { lab, cfgFile, daemon } = setup();
+    const found = await waitForEvents(daemon, 'host_firewall_conflict', 2, 15_000);
+    expect(found.map((e) => e.where)).toContain('iptables and ip6tables INPUT');
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.code).toBe(1);
+    expect(firewallProblem(d, `udp/${SPA_PORT}`)).toContain(`fix: iptables -I INPUT 1 -p udp --dport ${SPA_PORT} -j ACCEPT`);
+    expect(firewallProblem(d, `tcp/${PORT}`)).toContain("an accept in sesame's nftables table cannot override it");
+    expect(await knock(lab)).toBe(false);
+  });
+
+  it('after the lines the fixes name, the firewall check is ok and a knock opens the port', async () => {
+    const { lab, cfgFile } = setup();
+    const d0 = await doctor(lab, ['-c', cfgFile]);
+    for (const port of [`udp/${SPA_PORT}`, `tcp/${PORT}`]) {
+      for (const l of d0.lines.filter((x) => x.startsWith(`problem host_firewall: ${port} `))) await applyFix(lab, l, IPT_FIX);
+    }
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall/)]);
+    expect(await knock(lab)).toBe(true);
+    expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
+  });
+});
+
+scenario('doctor: iptables INPUT policy DROP with the iptables backend', '{ kind: iptables }', loadIptables, (setup) => {
+  it('the SPA port is reported (not the guarded port: sesame\'s jump comes first), the knock fails', async () => {
+    const { lab, cfgFile, daemon } = setup();
+    const found = await waitForEvents(daemon, 'host_firewall_conflict', 1, 15_000);
+    await sleep(300);
+    expect(events(daemon, 'host_firewall_conflict').every((e) => e.port === `udp/${SPA_PORT}`)).toBe(true);
+    expect(found[0]!.fix).toContain(`iptables -I INPUT 1 -p udp --dport ${SPA_PORT} -j ACCEPT`);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.code).toBe(1);
+    expect(firewallProblem(d, `tcp/${PORT}`)).toBeUndefined();
+    expect(await knock(lab)).toBe(false);
+  });
+
+  it('after the fix: the firewall check is ok and a knock opens the port, for the client only', async () => {
+    const { lab, cfgFile } = setup();
+    const d0 = await doctor(lab, ['-c', cfgFile]);
+    await applyFix(lab, firewallProblem(d0, `udp/${SPA_PORT}`)!, IPT_FIX);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall/)]);
+    expect(await knock(lab)).toBe(true);
+    expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
+  });
+});
