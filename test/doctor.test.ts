@@ -252,3 +252,31 @@ scenario('doctor: iptables INPUT policy DROP with the iptables backend', '{ kind
     expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
   });
 });
+
+describeWith('doctor: sesame up says when the host firewall defeats it', ['netns', 'nft'], () => {
+  let lab: Lab;
+  let up: RunningDaemon | undefined;
+  const tmp = scratchPath('sesame-doctor-up-');
+
+  beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }]);
+    await loadNft(lab);
+  });
+  afterAll(async () => {
+    if (up) await lab.stop(up.child);
+    await lab?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('prints each problem with its fix after the instructions', async () => {
+    up = startSesame(lab, 'gw', ['up', `tcp/${PORT}`, '--config-dir', path.join(tmp, 'etc'), '--state-dir', path.join(tmp, 'state'), '--server', GW4]);
+    let out = '';
+    up.child.stdout?.on('data', (b: Buffer) => { out += b.toString(); });
+    const t0 = Date.now();
+    while (!out.includes('sesame doctor') && Date.now() - t0 < 20_000) await sleep(50);
+    expect(out).toContain("WARNING: this host's own firewall defeats sesame (2 problems)");
+    expect(out).toMatch(new RegExp(`problem host_firewall: udp/${SPA_PORT} .*fix: add "udp dport ${SPA_PORT} accept" to chain inet filter input`));
+    expect(out).toMatch(new RegExp(`problem host_firewall: tcp/${PORT} .*dropped for granted clients`));
+  });
+});
