@@ -11,7 +11,9 @@ export async function reportHostFirewall(cfg: GatewayConfig, log: BackendLogger)
   // Reading the ruleset needs root; the log backend as a normal user has nothing to check against.
   if (process.getuid?.() !== 0) return [];
   try {
-    const { findings } = await checkHostFirewall(cfg, { boundMs: 10_000 });
+    const t0 = Date.now();
+    const { findings, read } = await checkHostFirewall(cfg, { boundMs: 10_000 });
+    log.info('host_firewall_checked', { read, problems: findings.filter((f) => f.severity === 'problem').length, ms: Date.now() - t0 });
     for (const f of findings) {
       const fields = { port: f.port, where: f.where, problem: f.what, fix: f.fix, ...(f.snippet ? { snippet: f.snippet } : {}) };
       if (f.severity === 'problem') log.warn('host_firewall_conflict', fields);
