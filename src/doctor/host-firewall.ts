@@ -58,14 +58,18 @@ export async function readRuleset(o: ReadOptions = {}): Promise<RulesetSnapshot>
   const run = (file: string, args: string[]) => runProgram(file, args, { timeoutMs, maxOutput: MAX_LISTING }, prefix);
 
   // iptables first: with iptables-nft its tables also appear in nft, and are analysed as iptables.
-  let iptablesNft = false;
+  // Families whose nft `filter` table iptables-nft owns (and understands).
+  const iptablesOwned = new Set<string>();
   for (const [fam, tool] of [[4, 'iptables-save'], [6, 'ip6tables-save']] as const) {
-    const r = await run(tool, ['-t', 'filter']);
+    // No -t: iptables-legacy would load the filter table's module just to list it.
+    const r = await run(tool, []);
     if (r.spawnError !== undefined) continue;
     if (r.code !== 0) { snap.errors.push(`${tool} failed: ${r.stderr.trim().split('\n')[0] ?? `status ${r.code}`}`); continue; }
-    if (/\(nf_tables\)/.test(r.stdout)) iptablesNft = true;
+    // A table made with nft itself in iptables' name is not iptables': leave it to the nft analysis.
+    if (/Table `filter' .*incompatible/i.test(r.stdout + r.stderr)) continue;
     const f = parseIptablesSave(r.stdout);
     if (!f) continue;
+    if (/\(nf_tables\)/.test(r.stdout)) iptablesOwned.add(fam === 4 ? 'ip' : 'ip6');
     if (fam === 4) snap.ipt4 = f; else snap.ipt6 = f;
     snap.read.push(fam === 4 ? 'iptables filter' : 'ip6tables filter');
   }
@@ -75,7 +79,7 @@ export async function readRuleset(o: ReadOptions = {}): Promise<RulesetSnapshot>
   if (tables.code !== 0) { snap.errors.push(`nft -j list tables failed: ${tables.stderr.trim().split('\n')[0] ?? ''}`); return snap; }
   for (const t of tableNames(tables.stdout)) {
     if (o.ownTable && t.family === o.ownTable.family && t.name === o.ownTable.name) continue;
-    if (iptablesNft && (t.family === 'ip' || t.family === 'ip6') && t.name === 'filter') continue;
+    if (iptablesOwned.has(t.family) && t.name === 'filter') continue;
     if (!['inet', 'ip', 'ip6'].includes(t.family)) continue;
     const r = await run('nft', ['-j', 'list', 'table', t.family, t.name]);
     if (r.code !== 0) { snap.errors.push(`nft -j list table ${t.family} ${t.name} failed: ${r.stderr.trim().split('\n')[0] ?? ''}`); continue; }
