@@ -10,6 +10,7 @@ import { loadConfigSource, type ConfigSource } from '../config/commands.js';
 import { netnsPrefix, runProgram } from '../backends/exec.js';
 import { GRANTED4, GRANTED6, GUARD_CHAIN, GUARDED } from '../backends/nftables-ruleset.js';
 import { checkHostFirewall } from './host-firewall.js';
+import { parseNftTable, type NftTableDump } from './nft-analysis.js';
 import { firewallLines, type CheckLine } from './report.js';
 
 export interface DoctorOptions extends ConfigSource {
@@ -140,7 +141,8 @@ export function stateDirChecks(dir: string): CheckLine[] {
   if (!st.isDirectory()) return [{ status: 'problem', check: 'state_dir', what: `${dir} is not a directory`, fix: 'choose another with --state-dir or SESAME_STATE_DIR' }];
   const out: CheckLine[] = [];
   const me = process.getuid?.() ?? 0;
-  if (st.uid !== me && st.uid !== 0) out.push({ status: 'problem', check: 'state_dir', what: `${dir} is owned by uid ${st.uid}, not by sesame's user (uid ${me}): that user can change the replay store and grants`, fix: `chown ${me} ${dir}` });
+  const owners = new Set([me, 0, ...systemUid('sesame')]);
+  if (!owners.has(st.uid)) out.push({ status: 'problem', check: 'state_dir', what: `${dir} is owned by uid ${st.uid}, not by sesame's user (uid ${me}): that user can change the replay store and grants`, fix: `chown ${me} ${dir}` });
   if ((st.mode & 0o022) !== 0) out.push({ status: 'problem', check: 'state_dir', what: `${dir} is writable by group/others (mode ${modeText(st.mode)}): another user could replace the replay store or plant links`, fix: `chmod 700 ${dir}` });
   try {
     const fs = statfsSync(dir);
@@ -153,6 +155,17 @@ export function stateDirChecks(dir: string): CheckLine[] {
     out.push({ status: 'warn', check: 'state_dir', what: `cannot tell the free space of ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
   }
   return out;
+}
+
+/** The uid of a user from /etc/passwd (sesame's own system user, when the service made one). */
+function systemUid(name: string): number[] {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${name}:`));
+    const uid = line ? Number(line.split(':')[2]) : NaN;
+    return Number.isInteger(uid) ? [uid] : [];
+  } catch {
+    return [];
+  }
 }
 
 // ---- backend ---------------------------------------------------------------
@@ -172,9 +185,10 @@ async function backendChecks(cfg: GatewayConfig, run: Run, daemonUp: boolean): P
           fix: daemonUp ? 'restart sesame (its watchdog should have restored the table)' : 'start sesame (sesame up, or sesame serve -c FILE)',
         }];
       }
-      const text = t.stdout;
-      const lacks = [GUARDED, GRANTED4, GRANTED6].filter((s) => !text.includes(`"name": "${s}"`) && !text.includes(`"name":"${s}"`));
-      const hasGuard = new RegExp(`"name":\\s*"${GUARD_CHAIN}"[^}]*"hook":\\s*"input"`).test(text);
+      let table: NftTableDump | undefined;
+      try { table = parseNftTable((JSON.parse(t.stdout) as { nftables?: unknown[] }).nftables ?? []); } catch { table = undefined; }
+      const lacks = [GUARDED, GRANTED4, GRANTED6].filter((s) => !table?.sets.has(s));
+      const hasGuard = table?.chains.get(GUARD_CHAIN)?.hook === 'input';
       if (lacks.length > 0 || !hasGuard) return [{ status: 'problem', check: 'backend', what: `table inet ${b.table} lacks ${[...lacks, ...(hasGuard ? [] : [`chain ${GUARD_CHAIN}`])].join(', ')}: it is not sesame's guard`, fix: `remove it (nft delete table inet ${b.table}) and restart sesame, or choose another table name` }];
       return [{ status: 'ok', check: 'backend', what: `nftables guard loaded (table inet ${b.table}, guarding ${b.guardPorts.map((p) => `${p.proto}/${p.port}`).join(', ')})${daemonUp ? '' : '; no daemon answers knocks'}` }];
     }
