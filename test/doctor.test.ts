@@ -280,3 +280,46 @@ describeWith('doctor: sesame up says when the host firewall defeats it', ['netns
     expect(out).toMatch(new RegExp(`problem host_firewall: tcp/${PORT} .*dropped for granted clients`));
   });
 });
+
+describeWith('doctor: a large operator table (sets mode) is read whole', ['netns', 'nft'], () => {
+  let lab: Lab;
+  const tmp = scratchPath('sesame-doctor-big-');
+  const ELEMENTS = 12_000;
+
+  beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }]);
+    // More than 1 MiB of `nft -j` output: the default output cap of runProgram would cut it.
+    const elems = Array.from({ length: ELEMENTS }, (_, i) => `10.${i >> 16}.${(i >> 8) & 255}.${i & 255} . tcp . ${PORT} timeout 1h`).join(',\n');
+    const ruleset = [
+      'table inet filter {',
+      ' set sesame6 { type ipv6_addr . inet_proto . inet_service; flags timeout; }',
+      ` set sesame4 { type ipv4_addr . inet_proto . inet_service; flags timeout; elements = { ${elems} } }`,
+      ' chain input {',
+      '  type filter hook input priority filter; policy drop;',
+      '  ct state established,related accept',
+      `  udp dport ${SPA_PORT} accept`,
+      '  ip saddr . meta l4proto . th dport @sesame4 accept',
+      '  ip6 saddr . meta l4proto . th dport @sesame6 accept',
+      ' }',
+      '}',
+      '',
+    ].join('\n');
+    const r = await lab.exec('gw', 'nft', ['-f', '-'], { input: ruleset, timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`nft -f failed: ${r.stderr}`);
+  });
+  afterAll(async () => {
+    await lab?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('finds sesame\'s sets in the operator\'s chain: the firewall check is ok', async () => {
+    const size = (await lab.exec('gw', 'nft', ['-j', 'list', 'table', 'inet', 'filter'], { timeoutMs: 60_000 })).stdout.length;
+    expect(size).toBeGreaterThan(1 << 20);
+    const cfgFile = path.join(tmp, 'sesame.yaml');
+    writeFileSync(cfgFile, yaml(path.join(tmp, 'state'), '{ kind: nftables, mode: sets, sets: { family: inet, table: filter, set4: sesame4, set6: sesame6 } }'), { mode: 0o600 });
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall: .*nft table inet filter/)]);
+    expect(d.lines).toContainEqual(expect.stringMatching(/^ok\s+backend: nftables sets mode/));
+  });
+});
