@@ -202,6 +202,17 @@ scenario('doctor: a host nftables table drops the SPA port and the guarded port 
       chmodSync(stateDir, 0o700);
     }
   });
+
+  it('a firewall reload that wipes sesame\'s table and brings back the dropping rules is reported again', async () => {
+    const { lab, daemon } = setup();
+    const before = events(daemon, 'host_firewall_conflict').length;
+    // What `nft -f /etc/nftables.conf` with `flush ruleset` at its top does, in the lab's namespace.
+    const r = await lab.exec('gw', 'nft', ['-f', '-'], { input: `flush ruleset\n${HOST_NFT}` });
+    expect(r.code, r.stderr).toBe(0);
+    await waitForEvents(daemon, 'nft_restored', 1, 10_000);
+    const found = await waitForEvents(daemon, 'host_firewall_conflict', before + 2, 10_000);
+    expect(found.slice(before).map((e) => e.port).sort()).toEqual([`tcp/${PORT}`, `udp/${SPA_PORT}`]);
+  });
 });
 
 scenario('doctor: iptables INPUT policy DROP beside the nftables backend', '{ kind: nftables, mode: guard }', loadIptables, (setup) => {

@@ -257,7 +257,7 @@ export async function checkHostFirewall(cfg: GatewayConfig, o: CheckOptions = {}
     const snap = await Promise.race([readRuleset({ ...o, ...(own ? { ownTable: own } : {}) }), timeout]);
     if (snap === 'timeout') return { findings: [{ severity: 'warn', port: '', where: 'host firewall', what: `reading the ruleset took more than ${bound} ms; not checked`, fix: 'run sesame doctor when the firewall is idle' }], read: [] };
     const findings = analyzeHostFirewall(cfg, snap);
-    for (const e of snap.errors) findings.push({ severity: 'warn', port: '', where: 'host firewall', what: e, fix: 'run sesame doctor as root to check the host firewall' });
+    for (const e of snap.errors) findings.push({ severity: 'warn', port: '', where: 'host firewall', what: e, fix: 'run that command by hand (as root) to see why; the other rules were checked' });
     return { findings, read: snap.read };
   } catch (e) {
     return { findings: [{ severity: 'warn', port: '', where: 'host firewall', what: `could not check: ${(e as Error).message}`, fix: 'run sesame doctor as root' }], read: [] };

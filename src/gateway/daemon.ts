@@ -104,7 +104,9 @@ export class Gateway {
     // The SPA port's shield in the kernel: impossible lengths and per-source floods never reach the socket.
     const spaShield = { ports: [...new Set(this.cfg.listeners.map((l) => l.port))], ratePerSec: this.cfg.rateLimit.packetsPerSecond, burst: this.cfg.rateLimit.burst };
     const nftRuleset = this.cfg.backend.kind === 'nftables' && this.cfg.backend.mode === 'guard' ? { ...merged, spaShield } : merged;
-    return createBackend(this.cfg.backend, this.backendLogger(), nftRuleset ? { nftRuleset } : {});
+    // A firewall reload that wiped sesame's table may have brought new host rules: check those too.
+    const onNftRestored = (): void => { this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger()); };
+    return createBackend(this.cfg.backend, this.backendLogger(), { ...(nftRuleset ? { nftRuleset } : {}), onNftRestored });
   }
 
   /** Knock doors live in sesame's nftables table and add to the same granted sets as SPA grants. */
