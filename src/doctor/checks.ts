@@ -36,7 +36,10 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckLine[]> {
   }
   lines.push(await clockCheck(run, root, cfg?.maxPacketAgeSec ?? 120));
   lines.push(...secretFileChecks(o));
-  if (!cfg) return lines;
+  if (!cfg) {
+    if (o.stateDir !== undefined) lines.push(...stateDirChecks(o.stateDir));
+    return lines;
+  }
   lines.push(...stateDirChecks(cfg.stateDir));
   const listening = listeningPorts(root);
   const daemonUp = cfg.listeners.some((l) => listening.has(l.port));
@@ -101,6 +104,7 @@ export function secretFileChecks(o: ConfigSource): CheckLine[] {
   if (o.accessConf) files.push({ file: o.accessConf, secret: FWKNOP_SECRET });
   if (o.fwknopdConf) files.push({ file: o.fwknopdConf, secret: /(?!)/ });
   let bad = 0;
+  const checked: string[] = [];
   for (const { file, secret } of files) {
     let text: string;
     let mode: number;
@@ -110,6 +114,7 @@ export function secretFileChecks(o: ConfigSource): CheckLine[] {
     } catch {
       continue; // the config check already said the file cannot be read
     }
+    checked.push(file);
     if ((mode & 0o022) !== 0) { bad++; out.push({ status: 'problem', check: 'secrets', what: `${file} is writable by group/others (mode ${modeText(mode)}): anyone could change its rules and keys`, fix: `chmod 600 ${file}` }); }
     if (secret.test(text) && (mode & 0o044) !== 0) { bad++; out.push({ status: 'problem', check: 'secrets', what: `${file} holds keys and is readable by group/others (mode ${modeText(mode)})`, fix: `chmod 600 ${file} (and make new keys: others may have read them: sesame keygen)` }); }
     if (o.config === file) {
@@ -121,7 +126,7 @@ export function secretFileChecks(o: ConfigSource): CheckLine[] {
       }
     }
   }
-  if (bad === 0 && files.length > 0) out.push({ status: 'ok', check: 'secrets', what: `keys are readable only by their owner (${files.map((f) => f.file).join(', ')})` });
+  if (bad === 0 && checked.length > 0) out.push({ status: 'ok', check: 'secrets', what: `keys are readable only by their owner (${checked.join(', ')})` });
   return out;
 }
 
