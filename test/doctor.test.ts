@@ -88,7 +88,7 @@ function firewallProblem(d: Doctor, port: string): string | undefined {
 interface Setup { lab: Lab; daemon: RunningDaemon; cfgFile: string; stateDir: string; tmp: string }
 
 function scenario(name: string, backend: string, loadHostFirewall: (lab: Lab) => Promise<void>, body: (s: () => Setup) => void): void {
-  describeWith(name, ['netns', 'nft', 'iptables-restore'], () => {
+  describeWith(name, ['netns', 'nft', 'iptables-restore', 'unshare', 'mount'], () => {
     let s: Setup | undefined;
     beforeAll(async () => {
       const tmp = scratchPath('sesame-doctor-');

@@ -111,7 +111,7 @@ const ABSENT: Val = { absent: true };
 const L4 = new Set(['tcp', 'udp', 'udplite', 'sctp', 'dccp']);
 const PROTO_NUMBERS: Record<string, string> = { 6: 'tcp', 17: 'udp', 1: 'icmp', 58: 'ipv6-icmp' };
 
-function leftValue(left: unknown, probe: Probe, ctx: Ctx): Val | { concat: Val[] } {
+function leftValue(left: unknown, probe: Probe): Val | { concat: Val[] } {
   if (!isObj(left)) return UNKNOWN;
   if (isObj(left.payload)) {
     const { protocol, field } = left.payload as { protocol?: string; field?: string };
@@ -138,17 +138,18 @@ function leftValue(left: unknown, probe: Probe, ctx: Ctx): Val | { concat: Val[]
     }
   }
   if (isObj(left.ct)) return (left.ct as { key?: string }).key === 'state' ? { known: 'new' } : UNKNOWN;
-  if (Array.isArray(left.concat)) return { concat: left.concat.map((p) => leftValue(p, probe, ctx) as Val) };
-  void ctx;
+  if (Array.isArray(left.concat)) return { concat: left.concat.map((p) => leftValue(p, probe) as Val) };
   return UNKNOWN;
 }
 
+/** Protocols may be written as names or numbers (`meta l4proto 6` = `tcp`). */
+function norm(x: string | number): string {
+  const t = String(x).toLowerCase();
+  return PROTO_NUMBERS[t] ?? t;
+}
+
 function sameValue(a: string | number, b: unknown): boolean {
-  if (typeof b === 'number' || typeof b === 'string') {
-    const norm = (x: string | number): string => (typeof x === 'number' ? String(x) : PROTO_NUMBERS[x] ?? x.toLowerCase());
-    return norm(a) === norm(b) || (typeof a === 'string' && norm(PROTO_NUMBERS[String(b)] ?? String(b)) === norm(a));
-  }
-  return false;
+  return (typeof b === 'number' || typeof b === 'string') && norm(a) === norm(b);
 }
 
 /** Is a known value in the right-hand side? "maybe" when the right side cannot be read. */
@@ -184,7 +185,7 @@ function namedSetMember(v: string | number, name: string, ctx: Ctx, depth: numbe
 /** One `match` statement for the probe. */
 function evaluateMatch(m: Obj, probe: Probe, ctx: Ctx): Truth {
   const op = typeof m.op === 'string' ? m.op : '==';
-  const left = leftValue(m.left, probe, ctx);
+  const left = leftValue(m.left, probe);
   if ('concat' in left) {
     if (left.concat.some((p) => 'absent' in p)) return 'no';
     // sesame's own sets (sets mode) hold every granted client: `ip saddr . meta l4proto . th dport @sesame4`.
@@ -221,7 +222,7 @@ function onlyLoopback(right: unknown): boolean {
 
 /** A verdict map (`tcp dport vmap { 22 : accept }`): read it when its key and elements are plain values. */
 function evaluateVmap(vm: Obj, probe: Probe, ctx: Ctx): { truth: Truth; verdict: Verdict } {
-  const key = leftValue(vm.key, probe, ctx);
+  const key = leftValue(vm.key, probe);
   if ('absent' in key) return { truth: 'no', verdict: { kind: 'continue' } };
   const data = isObj(vm.data) && Array.isArray(vm.data.set) ? vm.data.set : undefined;
   if (!('known' in key) || !data) return { truth: 'maybe', verdict: { kind: 'unknown', why: 'a verdict map sesame cannot read' } };
