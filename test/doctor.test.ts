@@ -137,6 +137,10 @@ scenario('doctor: a host nftables table drops the SPA port and the guarded port 
     expect(String(spa?.fix)).toContain(`nft insert rule inet filter input udp dport ${SPA_PORT} accept`);
     expect(found.find((e) => e.port === `tcp/${PORT}`)?.fix).toMatch(/guard already drops unknown sources/);
     expect(daemon.child.exitCode).toBeNull();
+    // Beside the start, not before it: the daemon was ready first.
+    const at = (event: string) => daemon.lines.findIndex((l) => l.includes(`"event":"${event}"`));
+    expect(at('ready')).toBeGreaterThanOrEqual(0);
+    expect(at('ready')).toBeLessThan(at('host_firewall_checked'));
   });
 
   it('doctor reports the SPA port problem with its fix and exits non-zero', async () => {

@@ -83,8 +83,6 @@ export class Gateway {
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
-    // Beside the start, never in its way: another table dropping our ports makes every knock fail silently.
-    if (!this.opts.backend) this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger());
     await this.grants.restore(MAIN);
     this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst) => this.onDatagram(buf, src, dst));
     log.info('ready', {
@@ -93,6 +91,8 @@ export class Gateway {
       rules: this.cfg.rules.length,
       state_dir: this.cfg.stateDir,
     });
+    // After the start, never in its way: another table dropping our ports makes every knock fail silently.
+    if (!this.opts.backend) this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger());
   }
 
   /** The configured backend; an nftables guard also keeps the TCP connections already open to its ports flowing. */
