@@ -4,7 +4,8 @@
 // (host_firewall_conflict), `sesame doctor` names the problem and the exact
 // fix and exits non-zero; after the fix it names is applied, doctor is happy
 // and a real knock opens the port. Variants: nftables host table, iptables
-// INPUT policy DROP with the nftables backend, and with the iptables backend.
+// INPUT policy DROP with the nftables backend, and with the iptables backend
+// (also with its jump below a DROP of the guarded port).
 // Also the other doctor checks: a readable config with keys, a group-writable
 // state dir, and a clean setup where every line is ok.
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -336,5 +337,39 @@ describeWith('doctor: a large operator table (sets mode) is read whole', ['netns
     const d = await doctor(lab, ['-c', cfgFile]);
     expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall: .*nft table inet filter/)]);
     expect(d.lines).toContainEqual(expect.stringMatching(/^ok\s+backend: nftables sets mode/));
+  });
+});
+
+async function loadDropAboveJump(lab: Lab): Promise<void> {
+  for (const [tool, icmp] of [['iptables-restore', 'icmp'], ['ip6tables-restore', 'ipv6-icmp']] as const) {
+    const rules = ['*filter', ':INPUT DROP [0:0]', ':FORWARD DROP [0:0]', ':OUTPUT ACCEPT [0:0]', '-A INPUT -i lo -j ACCEPT',
+      `-A INPUT -p tcp -m tcp --dport ${PORT} -j DROP`, '-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      `-A INPUT -p ${icmp} -j ACCEPT`, `-A INPUT -p udp -m udp --dport ${SPA_PORT} -j ACCEPT`, 'COMMIT', ''].join('\n');
+    const r = await lab.exec('gw', tool, [], { input: rules });
+    if (r.code !== 0) throw new Error(`${tool} failed: ${r.stderr}`);
+  }
+}
+
+scenario('doctor: iptables backend whose jump sits below a DROP of the guarded port', '{ kind: iptables, jump_position: 3 }', loadDropAboveJump, (setup) => {
+  it('is reported with the jump fix; a knock is granted but cannot get through', async () => {
+    const { lab, cfgFile, daemon } = setup();
+    const found = await waitForEvents(daemon, 'host_firewall_conflict', 1, 15_000);
+    expect(found[0]!.port).toBe(`tcp/${PORT}`);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.code).toBe(1);
+    expect(firewallProblem(d, `tcp/${PORT}`)).toMatch(/before sesame's jump to SESAME_INPUT.*fix: put sesame's jump first/);
+    const grants = events(daemon, 'grant').length;
+    expect(await knock(lab)).toBe(false);
+    expect(events(daemon, 'grant').length).toBe(grants + 1);
+  });
+
+  it('after the jump is put first, the firewall check is ok and a knock opens the port', async () => {
+    const { lab, cfgFile } = setup();
+    const d0 = await doctor(lab, ['-c', cfgFile]);
+    await applyFix(lab, firewallProblem(d0, `tcp/${PORT}`)!, /ip6?tables -I INPUT 1 -j SESAME_INPUT/g);
+    const d = await doctor(lab, ['-c', cfgFile]);
+    expect(d.lines.filter((l) => l.includes('host_firewall'))).toEqual([expect.stringMatching(/^ok\s+host_firewall/)]);
+    expect(await knock(lab)).toBe(true);
+    expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
   });
 });
