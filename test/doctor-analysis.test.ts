@@ -259,3 +259,17 @@ describe('doctor: the other checks as functions', () => {
     rmSync(tmp, { recursive: true, force: true });
   });
 });
+
+describe('doctor: chain walking', () => {
+  it('a return in a base chain ends it with its policy (drop); a goto whose chain returns does too', () => {
+    const f = parseIptablesSave('*filter\n:INPUT DROP [0:0]\n:G - [0:0]\n-A INPUT -p tcp -j RETURN\n-A INPUT -p udp -g G\n-A INPUT -j ACCEPT\n-A G -j RETURN\nCOMMIT\n')!;
+    expect(analyzeIptables(f, { family: 4, proto: 'tcp', port: 22, purpose: 'guarded' }).kind).toBe('drop');
+    expect(analyzeIptables(f, { family: 4, proto: 'udp', port: 62201, purpose: 'spa' }).kind).toBe('drop');
+  });
+
+  it('jump loops are bounded and give "unknown", not a hang', () => {
+    const f = parseIptablesSave('*filter\n:INPUT DROP [0:0]\n:A - [0:0]\n-A INPUT -j A\n-A A -j A\nCOMMIT\n')!;
+    const o = analyzeIptables(f, { family: 4, proto: 'tcp', port: 22, purpose: 'guarded' });
+    expect(o.kind).toBe('unknown');
+  });
+});

@@ -89,6 +89,8 @@ export function walkChain<R>(w: Walker<R>, name: string, probe: Probe, depth = 0
       if (o.kind === 'accept' || o.kind === 'return' || o.kind === 'unknown') partialAccept ??= r.text;
       continue;
     }
+    // A return in a base chain ends it with its policy.
+    if (o.kind === 'return' && chain.policy !== undefined) break;
     if (o.kind === 'return') return partialAccept ? unsure(`"${partialAccept}" may decide before the chain returns`) : o;
     const final = decide(o);
     if (final) return final;
