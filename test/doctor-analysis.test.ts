@@ -100,6 +100,10 @@ describe('doctor: nftables analysis', () => {
 
   it('sets mode: sesame\'s own sets in the operator\'s chain let granted clients in', () => {
     expect(analyzeHostFirewall(SETS, snap(fixture('sets-mode')))).toEqual([]);
+    // Without the SPA accept, the set lines do not hide the drop of knocks: a problem, not "cannot tell".
+    const noSpa = fixture('sets-mode').map((t) => ({ ...t, chains: new Map([...t.chains].map(([n, c]) => [n, { ...c, rules: c.rules.filter((r) => !JSON.stringify(r.expr).includes('62201')) }])) }));
+    const spa = analyzeHostFirewall(SETS, snap(noSpa));
+    expect(spa.map((x) => `${x.severity} ${x.port}`)).toEqual(['problem udp/62201']);
     // The same config over a table without those lines: the fix names them.
     const f = analyzeHostFirewall(SETS, snap(fixture('typical')));
     const g = f.find((x) => x.port === 'tcp/2222')!;

@@ -190,7 +190,8 @@ function evaluateMatch(m: Obj, probe: Probe, ctx: Ctx): Truth {
     if (left.concat.some((p) => 'absent' in p)) return 'no';
     // sesame's own sets (sets mode) hold every granted client: `ip saddr . meta l4proto . th dport @sesame4`.
     if (typeof m.right === 'string' && m.right.startsWith('@') && ctx.granted.has(`${ctx.table.family} ${ctx.table.name} ${m.right.slice(1)}`)) {
-      const t: Truth = probe.purpose === 'guarded' ? 'yes' : 'maybe';
+      // Only grants are in them: never a knock (sesame does not grant its own SPA port), never a client without a grant.
+      const t: Truth = probe.purpose === 'guarded' ? 'yes' : 'no';
       return op === '!=' ? not(t) : t;
     }
     return 'maybe';
