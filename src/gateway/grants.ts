@@ -7,11 +7,11 @@
 // and what the firewall holds beyond the journal is adopted. Opening is
 // asynchronous: a slow firewall never blocks packet handling. Closing on time
 // is the backend's job when it cannot expire grants itself.
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { grantKey, type Backend, type Grant } from '../backends/backend.js';
 import type { Logger } from './log.js';
-import { writeFileAtomic } from './state.js';
+import { openStateAppend, readStateFile, writeFileAtomic } from './state.js';
 
 interface Entry { grant: Grant; backend: string }
 
@@ -105,14 +105,14 @@ export class GrantManager {
 
   private readJournal(): Map<string, Entry> {
     const out = new Map<string, Entry>();
-    if (!existsSync(this.file)) return out;
-    let text: string;
+    let text: string | undefined;
     try {
-      text = readFileSync(this.file, 'utf8');
+      text = readStateFile(this.file);
     } catch (e) {
       this.log.warn('state_unreadable', { file: this.file, error: (e as Error).message });
       return out;
     }
+    if (text === undefined) return out;
     let bad = 0;
     for (const line of text.split('\n')) {
       if (!line) continue;
@@ -129,7 +129,7 @@ export class GrantManager {
   }
 
   private journal(e: Entry): void {
-    if (this.fd === undefined) this.fd = openSync(this.file, 'a', 0o600);
+    if (this.fd === undefined) this.fd = openStateAppend(this.file);
     writeSync(this.fd, JSON.stringify(e) + '\n');
     this.journalLines++;
   }

@@ -4,9 +4,9 @@
 // before any grant is applied. An entry is kept until its packet would be
 // refused by the timestamp window anyway, so the store stays bounded; with
 // packet aging switched off nothing can be pruned.
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from './state.js';
+import { openStateAppend, readStateFile, writeFileAtomic } from './state.js';
 
 export class ReplayStore {
   /** digest -> epoch seconds after which the packet is too old to matter (Infinity: never). */
@@ -20,8 +20,9 @@ export class ReplayStore {
   }
 
   open(): void {
-    if (existsSync(this.file)) {
-      for (const line of readFileSync(this.file, 'utf8').split('\n')) {
+    const text = readStateFile(this.file);
+    if (text !== undefined) {
+      for (const line of text.split('\n')) {
         const [digest, keep] = line.split(' ');
         if (!digest || !keep || !/^[A-Za-z0-9+/]{43}$/.test(digest)) continue;
         const until = keep === 'inf' ? Infinity : Number(keep);
@@ -44,7 +45,7 @@ export class ReplayStore {
   add(digest: string, packetTimestamp: number): void {
     const until = this.windowSec > 0 ? Math.max(packetTimestamp, this.now()) + this.windowSec : Infinity;
     this.seen.set(digest, until);
-    if (this.fd === undefined) this.fd = openSync(this.file, 'a', 0o600);
+    if (this.fd === undefined) this.fd = openStateAppend(this.file);
     writeSync(this.fd, `${digest} ${until === Infinity ? 'inf' : until}\n`);
     fdatasyncSync(this.fd);
     if (++this.appended > 1000 && this.appended > this.seen.size * 2) this.compact();
