@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import type { BackendConfig, GatewayConfig } from '../config/model.js';
 import { loadFwknopConfig } from '../config/fwknop.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from '../config/defaults.js';
-import { Gateway } from '../gateway/daemon.js';
+import { Monitor } from '../gateway/privsep/monitor.js';
 import { Logger, stderrSink } from '../gateway/log.js';
 import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
 import { parseAccess } from '../client/options.js';
@@ -28,6 +28,7 @@ interface ServeOpts {
   routerosListTemplate?: string;
   routerosFingerprint?: string;
   routerosInsecure?: boolean;
+  user?: string;
 }
 
 const BACKENDS = ['nftables', 'iptables', 'command', 'log', 'routeros'] as const;
@@ -91,12 +92,17 @@ export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   return cfg;
 }
 
-export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig, gw: Gateway) => void, doorsFile?: string): Promise<number> {
+export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig, gw: Monitor) => void, doorsFile?: string, privsep: { user?: string } = {}): Promise<number> {
   const cfg = await load();
   const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
   const doors = doorsFile && (await hasDoors(doorsFile)) ? await (await import('../knockd/load.js')).loadDoorFile(doorsFile) : undefined;
   for (const w of doors?.warnings ?? []) log.warn('config_warning', { message: w });
-  const gw = await Gateway.start(cfg, { log, ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
+  // Privilege separation (docs/privsep.md): this process is the monitor; packets are parsed by an unprivileged worker.
+  const { monitor: gw, ready } = await Monitor.start(cfg, { log, ...(privsep.user ? { user: privsep.user } : {}), ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
+  // The worker's listeners are bound and the guard is up: the one place readiness is known.
+  log.info('ready', ready);
+  // After the start, never in its way (docs/doctor.md).
+  gw.checkHostFirewall();
   banner?.(cfg, gw);
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -132,8 +138,9 @@ export function registerServe(program: Command): void {
     .option('--routeros-list-template <tpl>', 'address-list name template (default sesame_{proto}_{port}; FWKNOP_{protonum}_{port} for the old Python setup)')
     .option('--routeros-fingerprint <sha256>', 'pin the router certificate (api-ssl, https)')
     .option('--routeros-insecure', 'do not verify the router certificate (warns at every connection)')
+    .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
     .action(async (o: ServeOpts) => {
-      process.exitCode = await serve(() => loadServeConfig(o), undefined, o.config);
+      process.exitCode = await serve(() => loadServeConfig(o), undefined, o.config, o.user ? { user: o.user } : {});
     });
 
   program.command('up')
@@ -143,7 +150,8 @@ export function registerServe(program: Command): void {
     .option('--config-dir <dir>', 'where sesame.yaml lives (default /etc/sesame as root)')
     .option('--state-dir <dir>', 'state directory (default /var/lib/sesame as root; env SESAME_STATE_DIR)')
     .option('--log-format <fmt>', 'json (default) or text')
-    .action(async (ports: string[], o: { server?: string; configDir?: string; stateDir?: string; logFormat?: string }) => {
+    .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
+    .action(async (ports: string[], o: { server?: string; configDir?: string; stateDir?: string; logFormat?: string; user?: string }) => {
       const isRoot = process.getuid?.() === 0;
       const dirs = defaultDirs(isRoot);
       const guard = ports.length > 0 ? parseAccess(ports.join(',')) : [{ proto: 'tcp' as const, port: 22 }];
@@ -164,6 +172,8 @@ export function registerServe(program: Command): void {
           // The host firewall may drop what sesame opens: say so here, not only in the log.
           void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
         },
+        undefined,
+        o.user ? { user: o.user } : {},
       );
     });
 }

@@ -6,7 +6,7 @@ import type dgram from 'node:dgram';
 import { createBackend } from '../backends/index.js';
 import type { Backend, BackendLogger } from '../backends/backend.js';
 import type { AccessRule, GatewayConfig } from '../config/model.js';
-import { runProgram, describeFailure } from '../backends/exec.js';
+import { runProgram, describeFailure, type RunResult } from '../backends/exec.js';
 import { GrantManager } from './grants.js';
 import { openListeners } from './listener.js';
 import { Logger, RejectionLog } from './log.js';
@@ -30,6 +30,12 @@ export interface GatewayOptions {
   backend?: Backend;
   /** Classic knock doors to install in sesame's nftables table (guard mode only). */
   doors?: Door[];
+  /** Per-rule command-cycle backend override (privilege separation: a proxy to the monitor). */
+  commandBackend?: (rule: AccessRule) => Backend;
+  /** Runs a type-0 command message's command (privilege separation: the monitor runs it). */
+  runCommand?: (rule: AccessRule, command: string) => Promise<RunResult>;
+  /** Called with the ready fields instead of logging 'ready' (privilege separation: the monitor logs it once). */
+  onReady?: (fields: Record<string, unknown>) => void;
 }
 
 export interface GatewayStats { received: number; granted: number; rejected: number }
@@ -71,62 +77,62 @@ export class Gateway {
   }
 
   private backendLogger(): BackendLogger {
-    const l = this.opts.log;
-    return { info: (e, f) => l.info(e, f), warn: (e, f) => l.warn(e, f), error: (e, f) => l.error(e, f) };
+    return backendLoggerOf(this.opts.log);
   }
 
   private async init(): Promise<void> {
     const log = this.opts.log;
     for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
     this.replay?.open();
-    const main = this.opts.backend ?? this.createMainBackend();
+    // A firewall reload that wiped sesame's table may have brought new host rules: check those too.
+    const main = this.opts.backend ?? Gateway.createMainBackend(this.cfg, this.opts, () => { this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger()); });
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
     await this.grants.restore(MAIN);
     this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst) => this.onDatagram(buf, src, dst));
-    log.info('ready', {
+    const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
       backend: main.name,
       rules: this.cfg.rules.length,
       state_dir: this.cfg.stateDir,
-    });
+    };
+    if (this.opts.onReady) this.opts.onReady(ready);
+    else log.info('ready', ready);
     // After the start, never in its way: another table dropping our ports makes every knock fail silently.
     if (!this.opts.backend) this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger());
   }
 
   /** The configured backend; an nftables guard also keeps the TCP connections already open to its ports flowing. */
-  private createMainBackend(): Backend {
-    const doors = this.doorRuleset().nftRuleset;
-    const kept = keepEstablished(this.cfg.backend);
-    if (kept.flows > 0) this.opts.log.info('keep_established', { flows: kept.flows, message: 'TCP connections open before the guard keep flowing' });
+  static createMainBackend(cfg: GatewayConfig, opts: GatewayOptions, onNftRestored?: () => void): Backend {
+    const doors = Gateway.doorRuleset(cfg, opts).nftRuleset;
+    const kept = keepEstablished(cfg.backend);
+    if (kept.flows > 0) opts.log.info('keep_established', { flows: kept.flows, message: 'TCP connections open before the guard keep flowing' });
     const merged = mergeRulesets(doors, kept.ruleset);
     // The SPA port's shield in the kernel: impossible lengths and per-source floods never reach the socket.
-    const spaShield = { ports: [...new Set(this.cfg.listeners.map((l) => l.port))], ratePerSec: this.cfg.rateLimit.packetsPerSecond, burst: this.cfg.rateLimit.burst };
-    const nftRuleset = this.cfg.backend.kind === 'nftables' && this.cfg.backend.mode === 'guard' ? { ...merged, spaShield } : merged;
-    // A firewall reload that wiped sesame's table may have brought new host rules: check those too.
-    const onNftRestored = (): void => { this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger()); };
-    return createBackend(this.cfg.backend, this.backendLogger(), { ...(nftRuleset ? { nftRuleset } : {}), onNftRestored });
+    const spaShield = { ports: [...new Set(cfg.listeners.map((l) => l.port))], ratePerSec: cfg.rateLimit.packetsPerSecond, burst: cfg.rateLimit.burst };
+    const nftRuleset = cfg.backend.kind === 'nftables' && cfg.backend.mode === 'guard' ? { ...merged, spaShield } : merged;
+    return createBackend(cfg.backend, backendLoggerOf(opts.log), { ...(nftRuleset ? { nftRuleset } : {}), ...(onNftRestored ? { onNftRestored } : {}) });
   }
 
   /** Knock doors live in sesame's nftables table and add to the same granted sets as SPA grants. */
-  private doorRuleset(): { nftRuleset?: { extraSets: string[]; extraChains: string[] } } {
-    const doors = this.opts.doors ?? [];
+  private static doorRuleset(cfg: GatewayConfig, opts: GatewayOptions): { nftRuleset?: { extraSets: string[]; extraChains: string[] } } {
+    const doors = opts.doors ?? [];
     if (doors.length === 0) return {};
-    const b = this.cfg.backend;
+    const b = cfg.backend;
     if (b.kind !== 'nftables' || b.mode !== 'guard') {
       throw new Error('knock doors need the nftables backend in guard mode (backend: { kind: nftables, mode: guard })');
     }
     for (const d of doors) {
       for (const step of doorPorts(d)) {
-        if (step.proto === 'udp' && this.cfg.listeners.some((l) => l.port === step.port)) {
+        if (step.proto === 'udp' && cfg.listeners.some((l) => l.port === step.port)) {
           throw new Error(`door ${d.name}: knock port udp/${step.port} is the SPA listen port; pick another knock port`);
         }
       }
     }
     const f = doorsNftFragments(doors);
     for (const p of f.guardPorts) if (!b.guardPorts.some((g) => g.proto === p.proto && g.port === p.port)) b.guardPorts.push(p);
-    this.opts.log.info('doors', { doors: doors.map((d) => d.name) });
+    opts.log.info('doors', { doors: doors.map((d) => d.name) });
     return { nftRuleset: { extraSets: f.extraSets, extraChains: f.extraChains } };
   }
 
@@ -136,7 +142,7 @@ export class Gateway {
       if (!r.cmdCycle) continue;
       const name = `cmd:${r.name}`;
       if (this.backends.has(name)) continue;
-      this.backends.set(name, createBackend({ kind: 'command', open: r.cmdCycle.open, ...(r.cmdCycle.close ? { close: r.cmdCycle.close } : {}), timeoutMs: 30_000 }, this.backendLogger()));
+      this.backends.set(name, this.opts.commandBackend?.(r) ?? createBackend({ kind: 'command', open: r.cmdCycle.open, ...(r.cmdCycle.close ? { close: r.cmdCycle.close } : {}), timeoutMs: 30_000 }, this.backendLogger()));
     }
   }
 
@@ -186,7 +192,7 @@ export class Gateway {
   private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string): Promise<void> {
     const argv = d.command.trim().split(/\s+/);
     this.opts.log.info('command', { src, allow: d.allowIp, rule: d.rule.name, program: argv[0] });
-    const r = await runProgram(argv[0]!, argv.slice(1), { timeoutMs: 30_000, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    const r = this.opts.runCommand ? await this.opts.runCommand(d.rule, d.command) : await runCommandMessage(d.command);
     if (r.code === 0) this.opts.log.info('command_done', { src, program: argv[0] });
     else this.opts.log.error('command_failed', { src, program: argv[0], error: describeFailure(r) });
   }
@@ -222,4 +228,14 @@ export class Gateway {
     for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
     this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
   }
+}
+
+function backendLoggerOf(l: Logger): BackendLogger {
+  return { info: (e, f) => l.info(e, f), warn: (e, f) => l.warn(e, f), error: (e, f) => l.error(e, f) };
+}
+
+/** A type-0 command message: split on whitespace into argv (never a shell), minimal environment, time-limited. */
+export function runCommandMessage(command: string): Promise<RunResult> {
+  const argv = command.trim().split(/\s+/);
+  return runProgram(argv[0]!, argv.slice(1), { timeoutMs: 30_000, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
 }

@@ -1,0 +1,25 @@
+// Privilege separation (issue 9, docs/privsep.md): the messages on the IPC
+// channel between the monitor (privileged) and the worker (no privileges).
+// Monitor -> worker: the configuration (keys included: the worker cannot read
+// root-only key files), reloads, stop, and answers to requests. Worker ->
+// monitor: typed requests (validated by validate.ts), 'ready' once its
+// listeners are bound, 'fatal' when it cannot start.
+import type { GatewayConfig } from '../../config/model.js';
+
+/** What the worker must know about a backend the monitor holds for it. */
+export interface RemoteBackendInfo { name: string; expiresItself: boolean }
+
+export type ToWorker =
+  | { t: 'config'; cfg: GatewayConfig; main?: RemoteBackendInfo }
+  | { t: 'reload'; cfg: GatewayConfig }
+  | { t: 'stop' }
+  | { t: 'res'; id: number; ok: true; value?: unknown }
+  | { t: 'res'; id: number; ok: false; error: string };
+
+export type FromWorker =
+  | { t: 'ready'; fields: Record<string, unknown> }
+  | { t: 'fatal'; error: string }
+  | { t: 'req'; id: number; [k: string]: unknown };
+
+/** How long the worker waits for the monitor's answer (an nft batch has 10 s; a command up to 30 s). */
+export const REQUEST_TIMEOUT_MS = 45_000;

@@ -1,0 +1,278 @@
+// Privilege separation (issue 9, docs/privsep.md): the MONITOR, the small
+// privileged part. It keeps the configuration (it can read root-only key
+// files), checks the state directory, creates and initialises the backends
+// that need privilege (nftables, iptables, command cycles, log), then forks
+// the worker through setpriv (sesame's user, no capabilities, no_new_privs,
+// SIGKILL when the monitor dies) and serves the worker's requests: each one
+// passes validateRequest() against the monitor's own configuration before it
+// reaches a backend; anything else is refused with a named reason (logged
+// once per reason). A worker that dies is restarted with a bounded backoff
+// while the guard stays in place (fail closed). RouterOS needs no privilege:
+// it runs entirely in the worker.
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { Backend } from '../../backends/backend.js';
+import { createBackend } from '../../backends/index.js';
+import type { AccessRule, GatewayConfig } from '../../config/model.js';
+import type { Door } from '../../knockd/door.js';
+import { reportHostFirewall } from '../../doctor/startup.js';
+import type { FirewallFinding } from '../../doctor/host-firewall.js';
+import { Gateway, runCommandMessage } from '../daemon.js';
+import type { Logger } from '../log.js';
+import { ensureStateDir } from '../state.js';
+import { findSetpriv, hasSetpcap, resolveWorkerUser, setprivArgs, type WorkerIdentity } from './identity.js';
+import type { FromWorker, ToWorker } from './messages.js';
+import { MAIN_BACKEND, commandBackendName, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
+
+export interface MonitorOptions {
+  log: Logger;
+  doors?: Door[];
+  /** Worker user when running as root (default "sesame"). */
+  user?: string;
+  /** The worker program (tests substitute a forger); default worker-main.js. */
+  workerModule?: string;
+  /** Restart backoff bounds, ms. */
+  backoffMs?: { min: number; max: number };
+}
+
+const WORKER_MODULE = fileURLToPath(new URL('./worker-main.js', import.meta.url));
+/** A worker that stayed up this long is healthy again: its next crash restarts at the shortest delay. */
+const HEALTHY_MS = 30_000;
+const STOP_GRACE_MS = 3000;
+
+class FirstStartError extends Error {}
+
+export class Monitor {
+  private readonly backends = new Map<string, Backend>();
+  private policy: MonitorPolicy;
+  private worker: ChildProcess | undefined;
+  private workerStartedAt = 0;
+  private delayMs: number;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readyOnce: { resolve: (f: Record<string, unknown>) => void; reject: (e: Error) => void } | undefined;
+  private readonly refusalsLogged = new Set<RefusalReason>();
+  private refusals = 0;
+  private readonly setprivPath: string;
+  private readonly dropBounding: boolean;
+  /** The host-firewall check (docs/doctor.md): it reads the ruleset, so the privileged side runs it. */
+  hostFirewall: Promise<FirewallFinding[]> = Promise.resolve([]);
+
+  private constructor(private cfg: GatewayConfig, private readonly identity: WorkerIdentity, private readonly opts: MonitorOptions) {
+    this.policy = policyFromConfig(cfg);
+    this.delayMs = opts.backoffMs?.min ?? 250;
+    this.setprivPath = findSetpriv();
+    this.dropBounding = hasSetpcap();
+  }
+
+  /** Start everything; resolves with the worker's ready fields once its listeners are bound. */
+  static async start(cfg: GatewayConfig, opts: MonitorOptions): Promise<{ monitor: Monitor; ready: Record<string, unknown> }> {
+    const identity = resolveWorkerUser(opts.user);
+    ensureStateDir(cfg.stateDir, {
+      owner: identity,
+      onAdopt: (f) => opts.log.info('state_dir_adopted', { ...f, message: `state directory now owned by ${identity.name}, who runs the packet parser` }),
+    });
+    const m = new Monitor(cfg, identity, opts);
+    await m.initBackends();
+    try {
+      const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        m.readyOnce = { resolve, reject };
+        m.spawn();
+      });
+      return { monitor: m, ready: { ...ready, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
+    } catch (e) {
+      await m.shutdownBackends();
+      throw e;
+    }
+  }
+
+  /** Start the host-firewall check (after ready; again when the watchdog restored sesame's table). Never fails. */
+  checkHostFirewall(): void {
+    if (this.cfg.backend.kind === 'routeros') return;
+    this.hostFirewall = reportHostFirewall(this.cfg, this.opts.log);
+  }
+
+  get workerPid(): number | undefined {
+    return this.worker?.pid;
+  }
+
+  private async initBackends(): Promise<void> {
+    if (this.cfg.backend.kind !== 'routeros') {
+      const main = Gateway.createMainBackend(this.cfg, { log: this.opts.log, ...(this.opts.doors ? { doors: this.opts.doors } : {}) }, () => this.checkHostFirewall());
+      this.backends.set(MAIN_BACKEND, main);
+      await main.init();
+    }
+    await this.syncCommandBackends(this.cfg.rules);
+    // Door ports joined the guard ports while the main backend was built.
+    this.policy = policyFromConfig(this.cfg);
+  }
+
+  private async syncCommandBackends(rules: readonly AccessRule[]): Promise<void> {
+    for (const r of rules) {
+      const name = commandBackendName(r.name);
+      if (!r.cmdCycle || this.backends.has(name)) continue;
+      const b = createBackend({ kind: 'command', open: r.cmdCycle.open, ...(r.cmdCycle.close ? { close: r.cmdCycle.close } : {}), timeoutMs: 30_000 }, this.opts.log);
+      await b.init();
+      this.backends.set(name, b);
+    }
+  }
+
+  private spawn(): void {
+    this.restartTimer = undefined;
+    const child = fork(this.opts.workerModule ?? WORKER_MODULE, [], {
+      execPath: this.setprivPath,
+      execArgv: [...setprivArgs(this.identity, this.dropBounding), process.execPath],
+      // The worker may not be able to reach the state dir by path (a private parent): it starts inside it.
+      cwd: this.cfg.stateDir,
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+    });
+    this.worker = child;
+    this.workerStartedAt = Date.now();
+    child.on('message', (m: FromWorker) => this.onMessage(child, m));
+    child.on('error', (e) => this.opts.log.error('worker_error', { error: e.message }));
+    child.on('exit', (code, signal) => this.onExit(child, code, signal));
+    void this.workerConfig(this.cfg).then(
+      (cfg) => this.sendTo(child, { t: 'config', cfg, ...this.mainInfo() }),
+      (e) => { this.opts.log.error('worker_config_failed', { error: (e as Error).message }); child.kill('SIGKILL'); },
+    );
+  }
+
+  private mainInfo(): { main?: { name: string; expiresItself: boolean } } {
+    const b = this.backends.get(MAIN_BACKEND);
+    return b ? { main: { name: b.name, expiresItself: b.expiresItself } } : {};
+  }
+
+  /** The configuration as the worker sees it: its cwd is the state dir; router passwords resolved here (the files may be root-only). */
+  private async workerConfig(cfg: GatewayConfig): Promise<GatewayConfig> {
+    let backend = cfg.backend;
+    if (backend.kind === 'routeros') {
+      const { loadPassword } = await import('../../backends/routeros/target.js');
+      backend = { ...backend, routers: backend.routers.map((r) => ({ ...r, password: { value: loadPassword(r.password).reveal() } })) };
+    }
+    return { ...cfg, stateDir: '.', backend };
+  }
+
+  private sendTo(child: ChildProcess, m: ToWorker): void {
+    if (!child.connected) return;
+    try {
+      child.send(m, (e) => { if (e && !this.stopping) this.opts.log.warn('worker_send_failed', { error: e.message }); });
+    } catch (e) {
+      this.opts.log.warn('worker_send_failed', { error: (e as Error).message });
+    }
+  }
+
+  private onMessage(child: ChildProcess, m: FromWorker): void {
+    if (child !== this.worker) return;
+    if (m?.t === 'ready') {
+      this.delayMs = this.opts.backoffMs?.min ?? 250;
+      if (this.readyOnce) {
+        this.readyOnce.resolve(m.fields ?? {});
+        this.readyOnce = undefined;
+      } else {
+        this.opts.log.info('worker_restarted', { worker_pid: child.pid, listen: m.fields?.listen });
+      }
+      return;
+    }
+    if (m?.t === 'fatal') {
+      const msg = typeof m.error === 'string' ? m.error.slice(0, 500) : 'unknown error';
+      if (this.readyOnce) {
+        this.readyOnce.reject(new FirstStartError(msg));
+        this.readyOnce = undefined;
+      } else {
+        this.opts.log.error('worker_start_failed', { error: msg });
+      }
+      return;
+    }
+    void this.serve(child, m);
+  }
+
+  /** Validate and apply one request; the worker always gets an answer. */
+  private async serve(child: ChildProcess, raw: unknown): Promise<void> {
+    const v = validateRequest(raw, this.policy, Date.now());
+    if (!v.ok) {
+      this.noteRefusal(v.reason, v.detail);
+      if (v.id !== undefined) this.sendTo(child, { t: 'res', id: v.id, ok: false, error: `refused by the monitor (${v.reason}): ${v.detail}` });
+      return;
+    }
+    const req = v.request;
+    try {
+      let value: unknown;
+      if (req.op === 'command') {
+        const r = await runCommandMessage(req.command);
+        value = { code: r.code, signal: r.signal, timedOut: r.timedOut, stdout: '', stderr: r.stderr.slice(0, 2000), ...(r.spawnError ? { spawnError: r.spawnError } : {}) };
+      } else {
+        const b = this.backends.get(req.backend);
+        if (!b) {
+          this.noteRefusal('unknown_backend', `no backend ${req.backend} in the monitor`);
+          this.sendTo(child, { t: 'res', id: req.id, ok: false, error: `refused by the monitor (unknown_backend): no backend ${req.backend}` });
+          return;
+        }
+        // init/shutdown: the monitor owns the real backends' lifetime (a restarted worker must not reload the table).
+        if (req.op === 'open') await b.open(req.grant);
+        else if (req.op === 'close') await b.close(req.grant);
+        else if (req.op === 'list') value = await b.list();
+      }
+      this.sendTo(child, { t: 'res', id: req.id, ok: true, ...(value !== undefined ? { value } : {}) });
+    } catch (e) {
+      this.sendTo(child, { t: 'res', id: req.id, ok: false, error: (e as Error).message });
+    }
+  }
+
+  /** Refusals are logged once per reason (a compromised worker cannot flood the log), then counted. */
+  private noteRefusal(reason: RefusalReason, detail: string): void {
+    this.refusals++;
+    if (this.refusalsLogged.has(reason)) return;
+    this.refusalsLogged.add(reason);
+    this.opts.log.warn('privsep_refused', { reason, detail, message: 'the packet parser asked for something the configuration does not allow; refused' });
+  }
+
+  get refusedCount(): number {
+    return this.refusals;
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.worker) return;
+    this.worker = undefined;
+    if (this.stopping) return;
+    if (this.readyOnce) {
+      this.readyOnce.reject(new Error(`the packet parser (worker) exited before it was ready (${signal ?? `status ${code}`}); see the lines above`));
+      this.readyOnce = undefined;
+      return;
+    }
+    const healthy = Date.now() - this.workerStartedAt > HEALTHY_MS;
+    if (healthy) this.delayMs = this.opts.backoffMs?.min ?? 250;
+    this.opts.log.error('worker_exited', { worker_pid: child.pid, code, signal, restart_in_ms: this.delayMs, message: 'the guard stays in place; restarting the packet parser' });
+    this.restartTimer = setTimeout(() => this.spawn(), this.delayMs);
+    this.delayMs = Math.min(this.delayMs * 2, this.opts.backoffMs?.max ?? 10_000);
+  }
+
+  /** SIGHUP: the monitor's copy first (policy, new command cycles), then the worker's. Backend and listeners stay until a restart. */
+  async reload(next: GatewayConfig): Promise<void> {
+    await this.syncCommandBackends(next.rules);
+    const cfg = { ...next, backend: this.cfg.backend, listeners: this.cfg.listeners, stateDir: this.cfg.stateDir };
+    this.policy = policyFromConfig(cfg);
+    this.cfg = cfg;
+    if (this.worker) this.sendTo(this.worker, { t: 'reload', cfg: { ...(await this.workerConfig(next)), stateDir: '.' } });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const w = this.worker;
+    if (w && w.exitCode === null && w.signalCode === null) {
+      const gone = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      this.sendTo(w, { t: 'stop' });
+      const t = setTimeout(() => w.kill('SIGKILL'), STOP_GRACE_MS);
+      await gone;
+      clearTimeout(t);
+    }
+    await this.shutdownBackends();
+  }
+
+  private async shutdownBackends(): Promise<void> {
+    for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
+  }
+}
+
+export { FirstStartError };
