@@ -16,6 +16,8 @@ declare -A NEED=(
   [ss]=iproute2
   [knock]=knockd
   [openssl]=openssl
+  [setpriv]=util-linux
+  [getent]=libc-bin
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -32,6 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   else
     echo "install-test-deps: WARNING: missing Debian packages: ${missing[*]} (need root and apt-get); suites that need them will skip" >&2
   fi
+fi
+# The packet parser runs as this system user (privilege separation, docs/privsep.md).
+if [ "$(id -u)" = 0 ] && ! getent passwd sesame >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sesame
 fi
 # fwknop-server's package may start a system fwknopd; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now fwknop-server >/dev/null 2>&1 || true; fi

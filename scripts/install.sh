@@ -16,6 +16,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && ! command -v nft 
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends nftables >/dev/null
 fi
+# The packet parser runs as this system user, without privileges (docs/privsep.md).
+if [ "$(id -u)" = 0 ] && ! getent passwd sesame >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sesame
+  echo "install.sh: created system user sesame (it runs the packet parser)" >&2
+fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 if [ "$(id -u)" = 0 ]; then bindir=/usr/local/bin; else bindir=$HOME/.local/bin; mkdir -p "$bindir"; fi
