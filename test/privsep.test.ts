@@ -16,7 +16,7 @@ import { resolveWorkerUser, setprivArgs, parsePasswdLine } from '../src/gateway/
 import { policyFromConfig, validateRequest, type MonitorPolicy } from '../src/gateway/privsep/validate.js';
 import { ensureStateDir, openStateAppend, writeFileAtomic } from '../src/gateway/state.js';
 import {
-  SERVICE_PORT, SPA_PORT, SESAME_BIN, events, fwknopKnockFrom, nftSetElements, scratchPath, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
+  SERVICE_PORT, SPA_PORT, SESAME_BIN, events, startDaemon, fwknopKnockFrom, nftSetElements, scratchPath, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
 } from './harness/daemon.js';
 import { HARNESS_DIR, Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
@@ -422,5 +422,73 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     const r = await lab.exec('gw', process.execPath, [SESAME_BIN, 'serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'log', '--state-dir', bad], { timeoutMs: 15_000 });
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/writable by group or others \(mode 0770\); fix: chmod 700/);
+  });
+});
+
+// ---------------------------------------------------------------- as systemd runs it: User=sesame, ambient CAP_NET_ADMIN
+
+describeWith('privsep: monitor as an unprivileged user with only ambient CAP_NET_ADMIN (the systemd unit\'s shape)', ['netns', 'nft', 'fwknop', 'setpriv'], () => {
+  let lab: Lab;
+  let daemon: RunningDaemon | undefined;
+  const tmp = scratchPath('sesame-privnr-');
+  let id: ReturnType<typeof resolveWorkerUser>;
+
+  beforeAll(async () => {
+    id = resolveWorkerUser('sesame', true);
+    mkdirSync(tmp, { mode: 0o711 });
+    for (const d of ['conf', 'state']) {
+      mkdirSync(path.join(tmp, d), { mode: 0o700 });
+      chownSync(path.join(tmp, d), id.uid, id.gid);
+    }
+    const { KEY_B64, HMAC_B64 } = await import('./harness/fwknop.js');
+    const yaml = path.join(tmp, 'conf', 'sesame.yaml');
+    writeFileSync(yaml, [
+      `listen: ["0.0.0.0:${SPA_PORT}"]`, `state_dir: ${path.join(tmp, 'state')}`,
+      `backend: { kind: nftables, mode: guard, guard_ports: [tcp/${SERVICE_PORT}] }`,
+      'rules:', '  - name: default', '    source: [any]', `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`,
+      '    hmac_digest: sha256', `    open_ports: [tcp/${SERVICE_PORT}]`, '    access_timeout: 3', '',
+    ].join('\n'), { mode: 0o600 });
+    chownSync(yaml, id.uid, id.gid);
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }]);
+    lab.startTcpService('gw', SERVICE_PORT);
+    await lab.waitListening('gw', 'tcp', SERVICE_PORT);
+    // As the systemd unit runs it: setpriv gives the monitor uid sesame + ambient CAP_NET_ADMIN only.
+    daemon = startDaemon(lab, 'gw', 'setpriv', [`--reuid=${id.uid}`, `--regid=${id.gid}`, '--clear-groups', '--inh-caps=+net_admin', '--ambient-caps=+net_admin', '--',
+      process.execPath, SESAME_BIN, 'serve', '-c', yaml, '--log-format', 'json']);
+    await waitForEvents(daemon, 'ready', 1, 20_000);
+  });
+
+  afterAll(async () => {
+    if (daemon) await lab.stop(daemon.child);
+    await lab?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('the worker keeps the uid but holds no capabilities; the monitor holds only CAP_NET_ADMIN; a knock opens the port', async () => {
+    const monitor = daemon!.child.pid!;
+    const m = status(monitor);
+    expect(m.Uid!.split(/\s+/).map(Number)).toEqual([id.uid, id.uid, id.uid, id.uid]);
+    expect(m.CapEff).toBe('0000000000001000'); // CAP_NET_ADMIN only
+    const worker = workerOf(daemon!);
+    expect(worker).not.toBe(monitor);
+    const w = status(worker);
+    expect(w.Uid!.split(/\s+/).map(Number)).toEqual([id.uid, id.uid, id.uid, id.uid]);
+    for (const k of ['CapEff', 'CapPrm', 'CapInh', 'CapAmb']) expect([k, w[k]]).toEqual([k, '0000000000000000']);
+    expect(w.NoNewPrivs).toBe('1');
+    expect(await lab.canConnect('cl', GW4, SERVICE_PORT)).toBe(false);
+    await fwknopKnockFrom(lab, 'cl', ['-A', `tcp/${SERVICE_PORT}`, '-a', CL4, '-D', GW4], path.join(tmp, 'k.txt'));
+    expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 2000)).toBeGreaterThanOrEqual(0);
+  });
+
+  it('SIGTERM stops monitor and worker', async () => {
+    const worker = workerOf(daemon!);
+    const t0 = Date.now();
+    await lab.stop(daemon!.child, 'SIGTERM');
+    const ms = Date.now() - t0;
+    expect(daemon!.child.exitCode).toBe(0);
+    const d = daemon!;
+    daemon = undefined;
+    await waitFor('worker gone', 1000, () => (alive(worker) ? undefined : true));
+    process.stderr.write(`privsep: SIGTERM to exit (non-root monitor): ${ms} ms\n${events(d, 'signal').concat(events(d, 'stopped')).map((e) => JSON.stringify(e)).join('\n')}\n`);
   });
 });
