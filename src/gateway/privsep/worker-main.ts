@@ -15,6 +15,9 @@ import type { FromWorker, ToWorker } from './messages.js';
 import { REQUEST_TIMEOUT_MS } from './messages.js';
 import { MAIN_BACKEND, commandBackendName } from './validate.js';
 
+// Visible in ps/top as what it is.
+process.title = 'sesame-worker';
+
 let nextId = 1;
 const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 let gateway: Gateway | undefined;
