@@ -39,6 +39,8 @@ const WORKER_MODULE = fileURLToPath(new URL('./worker-main.js', import.meta.url)
 /** A worker that stayed up this long is healthy again: its next crash restarts at the shortest delay. */
 const HEALTHY_MS = 30_000;
 const STOP_GRACE_MS = 3000;
+/** A first worker that is neither ready nor dead by then is killed and the start fails. */
+const FIRST_READY_MS = 60_000;
 
 class FirstStartError extends Error {}
 
@@ -75,10 +77,17 @@ export class Monitor {
     const m = new Monitor(cfg, identity, opts);
     await m.initBackends();
     try {
+      let timer: NodeJS.Timeout | undefined;
       const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
         m.readyOnce = { resolve, reject };
         m.spawn();
-      });
+        timer = setTimeout(() => {
+          m.readyOnce = undefined;
+          m.stopping = true;
+          m.worker?.kill('SIGKILL');
+          reject(new Error(`the packet parser (worker) was not ready within ${FIRST_READY_MS / 1000}s; see the lines above`));
+        }, FIRST_READY_MS);
+      }).finally(() => clearTimeout(timer));
       return { monitor: m, ready: { ...ready, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
     } catch (e) {
       await m.shutdownBackends();
