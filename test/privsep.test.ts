@@ -277,7 +277,8 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     lab.startTcpService('gw', SERVICE_PORT);
     await lab.waitListening('gw', 'tcp', SERVICE_PORT);
     files = writeFwknopConfig({ accessTimeout: 2 });
-    daemon = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'nftables', '--state-dir', stateDir, '--log-format', 'json']);
+    daemon = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'nftables', '--state-dir', stateDir, '--log-format', 'json'],
+    { ...process.env, SESAME_ROUTEROS_PASSWORD: 'privsep-env-secret' });
     await waitForEvents(daemon, 'ready', 1, 20_000);
   });
 
@@ -304,6 +305,9 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     expect(Number(s.PPid)).toBe(monitor);
     expect(events(daemon!, 'ready')).toHaveLength(1);
     expect(events(daemon!, 'ready')[0]).toMatchObject({ worker_pid: worker, worker_user: 'sesame' });
+    // The monitor's environment (which may hold a router password) is not passed on.
+    expect(readFileSync(`/proc/${monitor}/environ`, 'utf8')).toContain('privsep-env-secret');
+    expect(readFileSync(`/proc/${worker}/environ`, 'utf8')).not.toContain('privsep-env-secret');
     // The state dir was adopted by the worker's user (it was created root-owned inside a private temp dir).
     expect(statSync(stateDir).uid).toBe(uids[0]);
   });
@@ -323,6 +327,7 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     const flags = setprivArgs({ uid, gid, name: 'sesame', switchUser: true }, true);
     const asWorker = (cmd: string, ...args: string[]) => lab.exec('gw', 'setpriv', [...flags, cmd, ...args], { timeoutMs: 10_000 });
     const monitor = daemon!.child.pid!;
+    const etcProbe = `/etc/sesame-privsep-probe-${process.pid}-${Date.now()}`;
     // The probe really has the worker's credentials.
     const me = await asWorker('grep', '-E', '^(Uid|CapEff|CapBnd|NoNewPrivs):', '/proc/self/status');
     expect(me.stdout).toMatch(new RegExp(`Uid:\\s+${uid}\\s`));
@@ -332,7 +337,7 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
       nft_add_table: await asWorker('nft', 'add', 'table', 'inet', 'probe'),
       nft_flush_sesame: await asWorker('nft', 'flush', 'table', 'inet', 'sesame'),
       read_key_file: await asWorker('cat', files.access),
-      write_etc: await asWorker('touch', '/etc/sesame-privsep-probe'),
+      write_etc: await asWorker('touch', etcProbe),
       signal_monitor: await asWorker('kill', '-0', String(monitor)),
       read_monitor_memory: await asWorker('dd', `if=/proc/${monitor}/mem`, 'bs=1', 'count=1', 'skip=4194304', 'status=none'),
       read_monitor_environ: await asWorker('cat', `/proc/${monitor}/environ`),
@@ -340,7 +345,9 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     };
     for (const [what, r] of Object.entries(cannot)) expect([what, r.code]).not.toEqual([what, 0]);
     expect(cannot.nft_add_table.stderr).toMatch(/Operation not permitted/);
-    expect(existsSync('/etc/sesame-privsep-probe')).toBe(false);
+    const wrote = existsSync(etcProbe);
+    rmSync(etcProbe, { force: true });
+    expect(wrote).toBe(false);
     const list = await lab.exec('gw', 'nft', ['list', 'tables']);
     expect(list.stdout).not.toMatch(/probe/);
     expect(list.stdout).toMatch(/inet sesame/);

@@ -44,6 +44,14 @@ const FIRST_READY_MS = 60_000;
 
 class FirstStartError extends Error {}
 
+/** What the worker inherits of the environment: no secrets (router passwords are resolved here), only what Node and TLS need. */
+const WORKER_ENV = ['PATH', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR'];
+export function workerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const k of WORKER_ENV) if (env[k] !== undefined) out[k] = env[k];
+  return out;
+}
+
 export class Monitor {
   private readonly backends = new Map<string, Backend>();
   private policy: MonitorPolicy;
@@ -135,6 +143,7 @@ export class Monitor {
       cwd: this.cfg.stateDir,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       serialization: 'advanced',
+      env: workerEnv(process.env),
     });
     this.worker = child;
     this.workerStartedAt = Date.now();
