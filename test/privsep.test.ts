@@ -430,6 +430,19 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/writable by group or others \(mode 0770\); fix: chmod 700/);
   });
+
+  it('a first worker that cannot bind its port makes serve exit non-zero with the reason, without restart attempts', async () => {
+    const blocker = lab.spawn('gw', process.execPath, ['-e', `const s = require('node:dgram').createSocket('udp4'); s.bind(${SPA_PORT}, '0.0.0.0', () => console.log('bound')); setTimeout(() => process.exit(0), 30000)`]);
+    try {
+      await lab.waitListening('gw', 'udp', SPA_PORT);
+      const r = await lab.exec('gw', process.execPath, [SESAME_BIN, 'serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'log', '--state-dir', path.join(tmp, 's3'), '--log-format', 'json'], { timeoutMs: 20_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/cannot listen on 0\.0\.0\.0:62201: EADDRINUSE/);
+      expect(r.stderr).not.toMatch(/worker_exited|"ready"/);
+    } finally {
+      await lab.stop(blocker, 'SIGKILL');
+    }
+  });
 });
 
 // ---------------------------------------------------------------- as systemd runs it: User=sesame, ambient CAP_NET_ADMIN

@@ -98,6 +98,10 @@ export class Monitor {
       }).finally(() => clearTimeout(timer));
       return { monitor: m, ready: { ...ready, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
     } catch (e) {
+      // No restarts of a worker that never started: the caller reports the reason and exits.
+      m.stopping = true;
+      if (m.restartTimer) clearTimeout(m.restartTimer);
+      m.worker?.kill('SIGKILL');
       await m.shutdownBackends();
       throw e;
     }
@@ -149,7 +153,8 @@ export class Monitor {
     this.workerStartedAt = Date.now();
     child.on('message', (m: FromWorker) => this.onMessage(child, m));
     child.on('error', (e) => this.opts.log.error('worker_error', { error: e.message }));
-    child.on('exit', (code, signal) => this.onExit(child, code, signal));
+    // 'close', not 'exit': every message the worker sent (its 'fatal' reason) has been read by then.
+    child.on('close', (code, signal) => this.onExit(child, code, signal));
     void this.workerConfig(this.cfg).then(
       (cfg) => this.sendTo(child, { t: 'config', cfg, ...this.mainInfo() }),
       (e) => { this.opts.log.error('worker_config_failed', { error: (e as Error).message }); child.kill('SIGKILL'); },
@@ -279,7 +284,7 @@ export class Monitor {
     if (this.restartTimer) clearTimeout(this.restartTimer);
     const w = this.worker;
     if (w && w.exitCode === null && w.signalCode === null) {
-      const gone = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      const gone = new Promise<void>((resolve) => w.once('close', () => resolve()));
       this.sendTo(w, { t: 'stop' });
       const t = setTimeout(() => w.kill('SIGKILL'), STOP_GRACE_MS);
       await gone;
