@@ -14,7 +14,7 @@ import { loadFwknopConfig } from '../src/config/fwknop.js';
 import type { Grant } from '../src/backends/backend.js';
 import { resolveWorkerUser, setprivArgs, parsePasswdLine } from '../src/gateway/privsep/identity.js';
 import { policyFromConfig, validateRequest, type MonitorPolicy } from '../src/gateway/privsep/validate.js';
-import { ensureStateDir, openStateAppend, writeFileAtomic } from '../src/gateway/state.js';
+import { ensureStateDir, openStateAppend, stateDirProblem, writeFileAtomic } from '../src/gateway/state.js';
 import {
   SERVICE_PORT, SPA_PORT, SESAME_BIN, events, startDaemon, fwknopKnockFrom, nftSetElements, scratchPath, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
 } from './harness/daemon.js';
@@ -190,6 +190,7 @@ describeWith('privsep: state directory owner, mode and symlinks', ['root'], () =
     chownSync(d, owner.uid, owner.gid);
     chmodSync(d, 0o770);
     expect(() => ensureStateDir(d, { owner })).toThrow(/writable by group or others \(mode 0770\); fix: chmod 700/);
+    expect(stateDirProblem(d, owner)).toMatch(/writable by group or others/);
     chmodSync(d, 0o703);
     expect(() => ensureStateDir(d, { owner })).toThrow(/writable by group or others/);
   });
@@ -199,6 +200,8 @@ describeWith('privsep: state directory owner, mode and symlinks', ['root'], () =
     mkdirSync(d, { mode: 0o700 });
     chownSync(d, 65534, 65534);
     expect(() => ensureStateDir(d, { owner })).toThrow(/owned by uid 65534, not by sesame's user sesame .*fix: chown sesame:/);
+    expect(stateDirProblem(d, owner)).toMatch(/owned by uid 65534/);
+    expect(stateDirProblem(path.join(tmp, 'missing'), owner)).toBeUndefined();
     // Not adopted: its owner did not change.
     expect(statSync(d).uid).toBe(65534);
   });

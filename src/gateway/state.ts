@@ -78,6 +78,27 @@ export function ensureStateDir(dir: string, opts: StateDirOptions = {}): void {
   }
 }
 
+/**
+ * Check only (nothing created or changed), for `sesame doctor`: the problem
+ * with `dir` as the state directory of `owner`, with its fix, or undefined
+ * when it is fine, missing (it will be created) or adoptable (a root-owned
+ * 0700 directory, adopted at start by root).
+ */
+export function stateDirProblem(dir: string, owner: StateOwner): string | undefined {
+  let st;
+  try {
+    st = lstatSync(dir);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : `state directory ${dir}: ${errCode(e)}`;
+  }
+  if (st.isSymbolicLink()) return `state directory ${dir} is a symbolic link; give the real directory with --state-dir`;
+  if (!st.isDirectory()) return `state directory ${dir} is not a directory; remove it or choose another with --state-dir`;
+  const adoptable = st.uid === 0 && (st.mode & 0o077) === 0;
+  if (st.uid !== owner.uid && !adoptable) return `state directory ${dir} is owned by uid ${st.uid}, not by sesame's user ${who(owner)}; fix: chown ${owner.name ?? owner.uid}: ${dir} && chmod 700 ${dir}`;
+  if ((st.mode & 0o022) !== 0) return `state directory ${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}); fix: chmod 700 ${dir}`;
+  return undefined;
+}
+
 /** chown a root-owned private state dir and its state files (not links, not config files) to the worker's user. */
 function adopt(dir: string, owner: StateOwner): string[] {
   lchownSync(dir, owner.uid, owner.gid);
