@@ -65,9 +65,9 @@ describeWith('gateway lifecycle: SIGKILL while grants are live (nftables guard)'
   });
 
   it('kills the daemon while a short and a long grant are live', async () => {
-    // cl: the rule's 3 s; cl2 asks for 12 s (fwknop -f, capped by the rule's maximum).
+    // cl: the rule's 3 s; cl2 asks for 20 s (room for a slow restart of monitor + worker on a loaded machine) (fwknop -f, capped by the rule's maximum).
     await fwknopKnockFrom(lab, 'cl', ['-A', `tcp/${SERVICE_PORT}`, '-a', CL4, '-D', GW4], path.join(tmp, 'short.txt'));
-    await fwknopKnockFrom(lab, 'cl2', ['-A', `tcp/${SERVICE_PORT}`, '-a', CL2_4, '-D', GW4, '-f', '12'], path.join(tmp, 'long.txt'));
+    await fwknopKnockFrom(lab, 'cl2', ['-A', `tcp/${SERVICE_PORT}`, '-a', CL2_4, '-D', GW4, '-f', '20'], path.join(tmp, 'long.txt'));
     expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 1500)).toBeGreaterThanOrEqual(0);
     expect(await lab.waitOpen('cl2', GW4, SERVICE_PORT, 1500)).toBeGreaterThanOrEqual(0);
     shortExpiry = grantExpiry(daemon!, CL4);
@@ -101,7 +101,7 @@ describeWith('gateway lifecycle: SIGKILL while grants are live (nftables guard)'
     expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(false);
     const elems = await nftSetElements(lab, 'gw', 'granted4');
     expect(elems.map((e) => e.key)).toEqual([`${CL2_4} . tcp . ${SERVICE_PORT}`]);
-    // Remaining time = until the original expiry, not a fresh 12 s.
+    // Remaining time = until the original expiry, not a fresh 20 s.
     const remaining = elems[0]!.expiresSec!;
     expect(remaining).toBeLessThanOrEqual((longExpiry - Date.now()) / 1000 + 1);
     expect(remaining).toBeGreaterThan(0);
