@@ -161,14 +161,17 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   });
 
   it('prints where the keys are, and never the keys or the QR code, when stdout is not a terminal', async () => {
-    await lab.stop(up!.daemon.child);
+    if (up) await lab.stop(up.daemon.child);
     up = undefined;
     up = await startUp(lab, configDir, stateDir, false);
     const out = up.stdout() + up.daemon.logText();
+    const config = readFileSync(configFile, 'utf8');
+    const key = /^\s*key_base64: (\S+)/m.exec(config)![1]!;
+    const hmac = /hmac_key_base64: (\S+)/.exec(config)![1]!;
     expect(out).toContain(`key_base64 and hmac_key_base64 in ${configFile}`);
     expect(out).toContain('sesame knock -n sesame --wait');
-    expect(out).not.toContain(stanzaValue(firstStanza, 'KEY_BASE64')!);
-    expect(out).not.toContain(stanzaValue(firstStanza, 'HMAC_KEY_BASE64')!);
+    expect(out).not.toContain(key);
+    expect(out).not.toContain(hmac);
     expect(out).not.toMatch(/[█▀▄]/);
   });
 });
