@@ -299,9 +299,12 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(readFileSync(path.join(tmp, 'etc-sesame/sesame.yaml'), 'utf8')).toContain(KEY_B64);
   });
 
-  it('`sesame up` installs and starts the service', async () => {
+  it('`sesame up` creates the user, installs and starts the service', async () => {
+    // As on a fresh machine: no sesame user (the state directory still belongs to the old uid; systemd re-owns it).
+    expect((await inBox(['userdel', 'sesame'])).code).toBe(0);
     const up = await sesame(['up', '--server', GW4]);
     expect(up.code, up.stdout + up.stderr).toBe(0);
+    expect(up.stdout).toContain('created the system user and group sesame');
     expect(up.stdout).toContain('wrote /etc/systemd/system/sesame.service');
     expect(up.stdout).toContain('sesame.service started');
     expect(up.stdout).toContain('sesame down');
