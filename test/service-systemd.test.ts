@@ -308,6 +308,12 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(up.stdout).toContain('wrote /etc/systemd/system/sesame.service');
     expect(up.stdout).toContain('sesame.service started');
     expect(up.stdout).toContain('sesame down');
+    // `sesame install` on top: idempotent, says so.
+    const again = await sesame(['install']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('system user sesame exists');
+    expect(again.stdout).toContain('/etc/systemd/system/sesame.service is up to date');
+    expect(again.stdout).toContain('sesame.service already running');
     expect((await inBox(['systemctl', 'is-enabled', 'sesame'])).stdout.trim()).toBe('enabled');
     expect({ table: await table(), bound: await spaBound(), state: await show('ActiveState') }).toEqual({ table: true, bound: true, state: 'active' });
     // Both ports guarded again (the earlier grants are still live in the grant journal, so no connect test here).

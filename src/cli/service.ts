@@ -34,8 +34,8 @@ export function registerService(program: Command): void {
       const config = path.resolve(o.config);
       if (!existsSync(config)) throw new UsageError(`${config} not found: run \`sesame up\` to create it, or give -c FILE`);
       // Validate before anything changes: a broken config would only make the service fail later.
-      await (await import('../config/sesame-yaml.js')).loadSesameYaml(config);
-      await installService({ configFile: config, node: process.execPath, script: SESAME_SCRIPT }, say);
+      const cfg = (await import('../config/sesame-yaml.js')).loadSesameYaml(config);
+      await installService({ configFile: config, secretFiles: cfg.sources.filter((f) => f !== config), node: process.execPath, script: SESAME_SCRIPT }, say);
     });
 
   program.command('down')

@@ -63,7 +63,7 @@ export async function runUp(portArgs: string[], o: UpCliOptions, serve: Serve, l
   if (asService) {
     process.stdout.write('installing the sesame service:\n');
     const say = (l: string) => process.stdout.write(`  ${l}\n`);
-    await installService({ configFile: plan.configFile, node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0 }, say);
+    await installService({ configFile: plan.configFile, secretFiles: cfg.sources.filter((f) => path.resolve(f) !== path.resolve(plan.configFile)), node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0 }, say);
     process.stdout.write(instructions());
     process.stdout.write('To stop: `sesame down` stops the service and removes the guard (the ports are open again);\n'
       + '`systemctl stop sesame` stops it and keeps the guard (nobody can knock until it runs again).\n');

@@ -3,7 +3,7 @@
 // Every step is idempotent and says what it does, one line each, through
 // `say`; a failed step throws a one-line error naming the step and the fix.
 // Programs run with argv arrays (useradd, setpriv, systemctl), never a shell.
-import { chmodSync, chownSync, closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { BackendConfig } from '../config/model.js';
 import { guardDescription, removeGuard } from '../backends/teardown.js';
@@ -54,14 +54,27 @@ export async function ensureServiceUser(say: Say, user = SERVICE_USER): Promise<
   return { uid, gid };
 }
 
-/** root:sesame 0750 on the directory, 0640 on the config: the service reads them, nobody else does. */
-export function shareConfigWithService(configFile: string, gid: number, say: Say): void {
+/**
+ * root:sesame 0750 on the directory, 0640 on the config: the service reads them, nobody else does.
+ * Key and password files the config names (key_file, hmac_key_file, password_file) must stay 0600
+ * for the config loader, so they become the service user's own: sesame:sesame 0600.
+ */
+export function shareConfigWithService(configFile: string, secretFiles: string[], ids: { uid: number; gid: number }, say: Say): void {
   const dir = path.dirname(configFile);
-  chownSync(dir, 0, gid);
+  for (const f of [dir, configFile, ...secretFiles]) {
+    // Never through a symlink: chown follows links, and a link could point anywhere.
+    if (lstatSync(f).isSymbolicLink()) throw new Error(`${f} is a symbolic link: point the configuration at the real file, then run this again`);
+  }
+  chownSync(dir, 0, ids.gid);
   chmodSync(dir, 0o750);
-  chownSync(configFile, 0, gid);
+  chownSync(configFile, 0, ids.gid);
   chmodSync(configFile, 0o640);
   say(`${dir} is root:${SERVICE_USER} 0750, ${configFile} root:${SERVICE_USER} 0640 (readable by the service, not by other users)`);
+  for (const f of secretFiles) {
+    chownSync(f, ids.uid, ids.gid);
+    chmodSync(f, 0o600);
+    say(`${f} is ${SERVICE_USER}:${SERVICE_USER} 0600 (a secret only the service reads)`);
+  }
 }
 
 /** ProtectHome= hides these from the service, and the service user must be able to read and run the code. */
@@ -88,6 +101,8 @@ export function writeUnit(text: string, unitDir = UNIT_DIR): { file: string; cha
 
 export interface InstallOptions {
   configFile: string;
+  /** Key and password files the configuration reads (GatewayConfig.sources after the YAML itself). */
+  secretFiles?: string[];
   node: string;
   script: string;
   /** Restart a running service (its guard ports changed, which a reload does not apply). */
@@ -99,8 +114,8 @@ export interface InstallResult { unitFile: string; action: 'started' | 'restarte
 
 export async function installService(o: InstallOptions, say: Say): Promise<InstallResult> {
   if (!systemdRunning()) throw new Error('systemd is not running on this machine (/run/systemd/system is missing): run `sesame serve -c FILE` under your init system instead');
-  const { gid } = await ensureServiceUser(say);
-  shareConfigWithService(o.configFile, gid, say);
+  const ids = await ensureServiceUser(say);
+  shareConfigWithService(o.configFile, o.secretFiles ?? [], ids, say);
   await checkServiceCanRun(o.node, o.script);
   const unit = writeUnit(renderUnit({ node: o.node, script: o.script, configFile: o.configFile, user: SERVICE_USER }), o.unitDir);
   say(unit.changed ? `wrote ${unit.file}` : `${unit.file} is up to date`);
