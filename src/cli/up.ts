@@ -69,7 +69,11 @@ export async function runUp(portArgs: string[], o: UpCliOptions, serve: Serve, l
       + '`systemctl stop sesame` stops it and keeps the guard (nobody can knock until it runs again).\n');
     return 0;
   }
-  if (isRoot && !o.foreground) process.stdout.write('systemd is not running on this machine: sesame runs in the foreground (Ctrl-C stops it; the guard stays)\n');
+  if (!o.foreground) {
+    process.stdout.write(isRoot || !systemdRunning()
+      ? 'systemd is not running on this machine: sesame runs in the foreground (Ctrl-C stops it; the guard stays)\n'
+      : 'not running as root: sesame runs in the foreground (run sesame up as root to install the sesame service)\n');
+  }
   return serve(() => load(loadOpts), () => process.stdout.write(instructions()));
 }
 
