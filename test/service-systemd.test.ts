@@ -6,7 +6,8 @@
 // enabled in sysinit.target) and a oneshot unit that configures the
 // container's network After=network-pre.target, recording whether sesame's
 // guard table existed at that moment. Proves: the port is guarded before the
-// network is configured; `systemctl start` returns only once sesame is ready
+// network is configured; a connection open before the service started keeps
+// flowing; `systemctl start` returns only once sesame is ready
 // (and a --no-block start shows it is not ready at once); a SIGKILL of the
 // main PID is followed by a restart while the guard holds; a knock from the
 // client namespace (real fwknop client) opens the port; `sesame up PORT`
@@ -14,17 +15,17 @@
 // terminal; `sesame down` removes service and guard; `sesame up` installs and
 // starts the service again. Also: systemd-analyze verify and the offline
 // security score (<= 2.0) of the unit.
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { renderUnit } from '../src/service/unit.js';
-import { scratchPath, SPA_PORT } from './harness/daemon.js';
+import { scratchPath, SPA_PORT, startEchoClient } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Container } from './harness/nspawn.js';
-import { execIn, HARNESS_DIR, REPO_DIR, sleep } from './harness/netns.js';
+import { execIn, HARNESS_DIR, REPO_DIR, sleep, type Lab } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 
 const run = promisify(execFile);
@@ -130,12 +131,25 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
       '--key-base64-hmac', HMAC_B64, '--hmac-digest-type', 'sha256', '--no-rc-file', '--no-save-args'], { env: { ...process.env, HOME: home } });
     expect(r.code, r.stderr).toBe(0);
   };
-  const startTcpService = async (port: number) => {
-    const r = await inBox(['systemd-run', `--unit=sesame-test-tcp${port}`, '--quiet', '/usr/bin/node', `${OPT}/test/harness/tcp-service.mjs`, '::', String(port)]);
-    expect(r.code, r.stderr).toBe(0);
+  const waitListening = async (port: number) => {
     const t0 = Date.now();
     while (Date.now() - t0 < 10_000 && (await inBox(['ss', '-H', '-ltn', `sport = :${port}`])).stdout.trim() === '') await sleep(50);
   };
+  const startTcpService = async (port: number) => {
+    const r = await inBox(['systemd-run', `--unit=sesame-test-tcp${port}`, '--quiet', '/usr/bin/node', `${OPT}/test/harness/tcp-service.mjs`, '::', String(port)]);
+    expect(r.code, r.stderr).toBe(0);
+    await waitListening(port);
+  };
+  /** The harness's echo client needs a Lab; this one knows the client namespace only. */
+  const clientProcs = new Set<ChildProcess>();
+  const clientLab = {
+    spawn: (_host: string, cmd: string, args: string[]) => {
+      const child = spawn('ip', ['netns', 'exec', kns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      clientProcs.add(child);
+      child.once('exit', () => clientProcs.delete(child));
+      return child;
+    },
+  } as unknown as Lab;
 
   beforeAll(async () => {
     mkdirSync(tmp, { mode: 0o700 });
@@ -173,6 +187,7 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
   }, 60_000);
 
   afterAll(async () => {
+    for (const c of clientProcs) c.kill('SIGKILL');
     await box?.destroy();
     await run('ip', ['netns', 'del', kns]).catch(() => undefined);
     await run('ip', ['netns', 'del', cns]).catch(() => undefined);
@@ -219,6 +234,30 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     console.log(`systemctl start sesame returned after ${startMs} ms (ready)`);
   });
 
+  it('keeps a connection that was open before the service started flowing (the session you run sesame up from)', async () => {
+    expect((await inBox(['systemctl', 'stop', 'sesame'])).code).toBe(0);
+    expect((await inBox(['nft', 'delete', 'table', 'inet', 'sesame'])).code).toBe(0);
+    const echoService = ["const net = require('node:net');", "net.createServer((s) => { s.on('data', (d) => s.write(d)); s.on('error', () => {}); }).listen({ host: '::', port: Number(process.argv[1]) });"].join('\n');
+    expect((await inBox(['systemd-run', `--unit=sesame-test-echo${PORT}`, '--quiet', '/usr/bin/node', '-e', echoService, String(PORT)])).code).toBe(0);
+    await waitListening(PORT);
+    const echo = startEchoClient(clientLab, 'cl', GW4, PORT, 100, 20_000);
+    const echoes = () => echo.lines.filter((l) => l.startsWith('echo')).length;
+    try {
+      let t0 = Date.now();
+      while (echoes() < 3 && Date.now() - t0 < 5000) await sleep(25);
+      expect(echoes(), echo.lines.join(' | ')).toBeGreaterThanOrEqual(3);
+      expect((await inBox(['systemctl', 'start', 'sesame'])).code).toBe(0);
+      const n = echoes();
+      t0 = Date.now();
+      while (echoes() < n + 5 && Date.now() - t0 < 3000) await sleep(25);
+      expect(echoes()).toBeGreaterThanOrEqual(n + 5);
+      expect(echo.lines.filter((l) => l.startsWith('error'))).toEqual([]);
+      expect(await canConnect(PORT)).toBe(false); // new connections are dropped
+    } finally {
+      echo.child.kill('SIGTERM');
+    }
+  });
+
   it('restarts after SIGKILL of the main PID while the guard holds', async () => {
     const before = await show('MainPID');
     // Never `kill 0` (that would signal the test's own process group).
@@ -244,7 +283,6 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
   });
 
   it('a knock from the client namespace (real fwknop client) opens the port', async () => {
-    await startTcpService(PORT);
     expect(await canConnect(PORT)).toBe(false);
     await knockFwknop(PORT);
     expect(await waitOpen(PORT, 5000)).toBe(true);
