@@ -11,7 +11,8 @@
 // - Type=notify + NotifyAccess=all: READY=1 comes from a `systemd-notify`
 //   child once the guard is loaded and the listeners are bound, so
 //   `systemctl start` returns only then. Restart=always: a crash or SIGKILL
-//   leaves the guard in place (fail closed) and a new daemon takes over.
+//   leaves the guard in place (fail closed) and a new daemon takes over;
+//   StartLimitIntervalSec=0 because a daemon that gave up is a lockout.
 // - Least privilege: an unprivileged user with CAP_NET_ADMIN only (nft and
 //   iptables need nothing else), a read-only system, no devices, no home, no
 //   other processes visible. SystemCallFilter=@system-service keeps capset and
@@ -55,12 +56,13 @@ export function renderUnit(p: UnitPaths = DEFAULT_UNIT_PATHS): string {
   return `# sesame: Single Packet Authorization gateway (rendered by \`sesame install\`; docs/service.md)
 [Unit]
 Description=sesame SPA gateway (keeps guarded ports dark until a valid knock)
-Documentation=https://github.com/sesame/sesame/blob/main/docs/service.md
 DefaultDependencies=no
 After=local-fs.target systemd-sysusers.service
 Wants=network-pre.target
 Before=network-pre.target shutdown.target
 Conflicts=shutdown.target
+# Never give up restarting: a daemon that stays down is a lockout (the guard stays).
+StartLimitIntervalSec=0
 
 [Service]
 Type=notify
