@@ -153,12 +153,14 @@ export function registerServe(program: Command): void {
     .option('--log-format <fmt>', 'json (default) or text')
     .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
     .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
-    .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
-      process.exitCode = await runUp(ports, o, (load, banner) => serve(load, (cfg, gw) => {
-        banner?.(cfg);
-        // The host firewall may drop what sesame opens: say so here, not only in the log.
-        void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
-      }, undefined, o.user ? { user: o.user } : {}), loadServeConfig);
+      process.exitCode = await runUp(ports, o, {
+        serve: (load, banner) => serve(load, (cfg, gw) => {
+          banner(cfg);
+          // The host firewall may drop what sesame opens: say so here, not only in the log.
+          void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
+        }, undefined, o.user ? { user: o.user } : {}),
+        load: loadServeConfig,
+      });
     });
 }
 

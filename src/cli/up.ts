@@ -31,10 +31,17 @@ export function guardedPorts(cfg: GatewayConfig): PortSpec[] {
   return [...seen.values()];
 }
 
-type Serve = (load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig) => void) => Promise<number>;
-type Load = (o: { config: string; stateDir?: string; logFormat?: string }) => Promise<GatewayConfig>;
+export interface UpDeps {
+  /** Serve in the foreground (serve.ts's serve() with whatever extras it takes; configFile for instance locks). */
+  serve: (load: () => Promise<GatewayConfig>, banner: (cfg: GatewayConfig) => void, configFile: string) => Promise<number>;
+  load: (o: { config: string; stateDir?: string; logFormat?: string }) => Promise<GatewayConfig>;
+  /** Where the output for the person goes (default stdout; a closed terminal must not be fatal). */
+  write?: (text: string) => void;
+}
 
-export async function runUp(portArgs: string[], o: UpCliOptions, serve: Serve, load: Load): Promise<number> {
+export async function runUp(portArgs: string[], o: UpCliOptions, deps: UpDeps): Promise<number> {
+  const write = deps.write ?? ((t: string) => { process.stdout.write(t); });
+  const load = deps.load;
   const isRoot = process.getuid?.() === 0;
   const asService = isRoot && !o.foreground && systemdRunning();
   const dirs = defaultDirs(isRoot);
@@ -51,7 +58,7 @@ export async function runUp(portArgs: string[], o: UpCliOptions, serve: Serve, l
   });
   plan.notes.push(...notes);
   const added = !plan.created && requested ? addPortsToConfig(plan.configFile, requested).added : [];
-  if (added.length > 0) process.stdout.write(`added ${added.map(portText).join(', ')} to ${plan.configFile}\n`);
+  if (added.length > 0) write(`added ${added.map(portText).join(', ')} to ${plan.configFile}\n`);
   const loadOpts = { config: plan.configFile, ...(asService ? {} : o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}) };
   const cfg = await load(loadOpts);
   const guarded = guardedPorts(cfg);
@@ -61,20 +68,20 @@ export async function runUp(portArgs: string[], o: UpCliOptions, serve: Serve, l
   const qr = showSecrets ? await (await import('qrcode')).default.toString(qrPayload(plan.keys), { type: 'terminal', small: true }) : '';
   const instructions = (): string => upInstructions(plan, knocked, server, qr, { guarded, showSecrets });
   if (asService) {
-    process.stdout.write('installing the sesame service:\n');
-    const say = (l: string) => process.stdout.write(`  ${l}\n`);
+    write('installing the sesame service:\n');
+    const say = (l: string) => write(`  ${l}\n`);
     await installService({ configFile: plan.configFile, secretFiles: cfg.sources.filter((f) => path.resolve(f) !== path.resolve(plan.configFile)), node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0 }, say);
-    process.stdout.write(instructions());
-    process.stdout.write('To stop: `sesame down` stops the service and removes the guard (the ports are open again);\n'
+    write(instructions());
+    write('To stop: `sesame down` stops the service and removes the guard (the ports are open again);\n'
       + '`systemctl stop sesame` stops it and keeps the guard (nobody can knock until it runs again).\n');
     return 0;
   }
   if (!o.foreground) {
-    process.stdout.write(isRoot || !systemdRunning()
+    write(isRoot || !systemdRunning()
       ? 'systemd is not running on this machine: sesame runs in the foreground (Ctrl-C stops it; the guard stays)\n'
       : 'not running as root: sesame runs in the foreground (run sesame up as root to install the sesame service)\n');
   }
-  return serve(() => load(loadOpts), () => process.stdout.write(instructions()));
+  return deps.serve(() => load(loadOpts), () => write(instructions()), plan.configFile);
 }
 
 function firstAddress(): string | undefined {
