@@ -6,6 +6,7 @@
 // that stays a deliberate edit of the file. Anything that is not the layout
 // `sesame up` wrote is refused with a one-line reason, never half-edited.
 import { closeSync, fstatSync, openSync, readFileSync, renameSync, writeSync, fchownSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { isMap, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
 import type { PortSpec } from '../spa/types.js';
@@ -72,7 +73,7 @@ export function addPortsToConfig(file: string, want: PortSpec[]): PortsUpdate {
   const update = addPortsToYaml(readFileSync(file, 'utf8'), want, file);
   if (update.added.length === 0) return update;
   const st = statSync(file);
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', st.mode & 0o777);
   try {
     fchownSync(fd, st.uid, st.gid);

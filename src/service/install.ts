@@ -4,6 +4,7 @@
 // `say`; a failed step throws a one-line error naming the step and the fix.
 // Programs run with argv arrays (useradd, setpriv, systemctl), never a shell.
 import { chmodSync, chownSync, closeSync, existsSync, lstatSync, openSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { BackendConfig } from '../config/model.js';
 import { guardDescription, removeGuard } from '../backends/teardown.js';
@@ -92,7 +93,7 @@ export function writeUnit(text: string, unitDir = UNIT_DIR): { file: string; cha
   let old: string | undefined;
   try { old = readFileSync(file, 'utf8'); } catch { old = undefined; }
   if (old === text) return { file, changed: false };
-  const tmp = path.join(unitDir, `.${SERVICE_NAME}.${process.pid}.tmp`);
+  const tmp = path.join(unitDir, `.${SERVICE_NAME}.${randomBytes(6).toString('hex')}.tmp`);
   const fd = openSync(tmp, 'wx', 0o644);
   try { writeSync(fd, text); } finally { closeSync(fd); }
   renameSync(tmp, file);
