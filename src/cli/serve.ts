@@ -145,7 +145,7 @@ export function registerServe(program: Command): void {
     });
 
   program.command('up')
-    .description('guard ports on this machine with fresh keys and print how to knock (first run creates the config)')
+    .description('guard ports on this machine with fresh keys and print how to knock (first run creates the config; where systemd runs, as the sesame service)')
     .argument('[ports...]', 'ports to guard, e.g. tcp/22 tcp/443 (default tcp/22)')
     .option('--server <host>', 'name or address clients use to reach this machine (for the printed commands)')
     .option('--config-dir <dir>', 'where sesame.yaml lives (default /etc/sesame as root)')
