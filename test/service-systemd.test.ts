@@ -372,6 +372,14 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(await canConnect(PORT3)).toBe(false);
     await knockFwknop(PORT3, key, hmac);
     expect(await waitOpen(PORT3, 5000)).toBe(true);
+    // A hand edit the running service has not loaded: `sesame install` notices the live guard differs and restarts.
+    const file = path.join(tmp, 'etc-sesame/sesame.yaml');
+    writeFileSync(file, readFileSync(file, 'utf8').replace(`guard_ports: [tcp/${PORT3}]`, `guard_ports: [tcp/${PORT3}, tcp/2225]`));
+    const edited = await sesame(['install']);
+    expect(edited.code, edited.stdout + edited.stderr).toBe(0);
+    expect(edited.stdout).toContain(`the kernel guards tcp/${PORT3}, the configuration tcp/${PORT3},tcp/2225: restarting`);
+    expect(edited.stdout).toContain('sesame.service restarted');
+    expect((await inBox(['nft', 'list', 'set', 'inet', 'sesame', 'guarded'])).stdout).toMatch(/6 \. 2225/);
     // `sesame install` on top: idempotent, says so.
     const again = await sesame(['install']);
     expect(again.code, again.stderr).toBe(0);

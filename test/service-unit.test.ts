@@ -9,6 +9,7 @@ import { notifyReady } from '../src/service/notify.js';
 import { addPortsToYaml } from '../src/gateway/up-ports.js';
 import { upInstructions, type UpPlan } from '../src/gateway/up.js';
 import { downPlan } from '../src/service/install.js';
+import { guardsAll, parseGuardedSet } from '../src/service/live-guard.js';
 
 const YAML = `# written by sesame up
 listen: ["0.0.0.0:62201"]
@@ -103,5 +104,18 @@ describe('sesame down', () => {
 describe('readiness notification', () => {
   it('does nothing when not started by systemd', async () => {
     expect(await notifyReady({})).toBe('not_under_systemd');
+  });
+});
+
+describe('the live guard', () => {
+  it('reads the guarded set from nft JSON and checks that every configured port is in it', () => {
+    const json = '{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "guarded", "table": "sesame", "type": ["inet_proto", "inet_service"], "elem": [{"concat": ["udp", 53]}, {"concat": ["tcp", 2222]}]}}]}';
+    const live = parseGuardedSet(json);
+    expect(live).toEqual([{ proto: 'udp', port: 53 }, { proto: 'tcp', port: 2222 }]);
+    expect(guardsAll(live, [{ proto: 'tcp', port: 2222 }])).toBe(true);
+    expect(guardsAll(live, [{ proto: 'tcp', port: 2222 }, { proto: 'tcp', port: 22 }])).toBe(false);
+    expect(parseGuardedSet('{"nftables": [{"set": {"name": "guarded"}}]}')).toEqual([]);
+    // Without /etc/protocols nft prints protocol numbers.
+    expect(parseGuardedSet('{"nftables": [{"set": {"name": "guarded", "elem": [{"concat": [6, 22]}, {"concat": [17, 53]}]}}]}')).toEqual([{ proto: 'tcp', port: 22 }, { proto: 'udp', port: 53 }]);
   });
 });

@@ -8,6 +8,7 @@ import type { BackendConfig } from '../config/model.js';
 import { downPlan, installService, uninstallService } from '../service/install.js';
 import { renderUnit, SERVICE_STATE_DIR, SERVICE_USER } from '../service/unit.js';
 import { SESAME_SCRIPT } from './up.js';
+import { guardMismatch } from '../service/live-guard.js';
 import { UsageError } from './errors.js';
 
 const DEFAULT_CONFIG = '/etc/sesame/sesame.yaml';
@@ -35,7 +36,7 @@ export function registerService(program: Command): void {
       if (!existsSync(config)) throw new UsageError(`${config} not found: run \`sesame up\` to create it, or give -c FILE`);
       // Validate before anything changes: a broken config would only make the service fail later.
       const cfg = (await import('../config/sesame-yaml.js')).loadSesameYaml(config);
-      await installService({ configFile: config, secretFiles: cfg.sources.filter((f) => f !== config), node: process.execPath, script: SESAME_SCRIPT }, say);
+      await installService({ configFile: config, secretFiles: cfg.sources.filter((f) => f !== config), node: process.execPath, script: SESAME_SCRIPT, guardMismatch: () => guardMismatch(cfg.backend) }, say);
     });
 
   program.command('down')

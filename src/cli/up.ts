@@ -16,6 +16,7 @@ import { addPortsToConfig, portText } from '../gateway/up-ports.js';
 import { parseAccess } from '../client/options.js';
 import { installService, systemdRunning } from '../service/install.js';
 import { SERVICE_STATE_DIR } from '../service/unit.js';
+import { guardMismatch } from '../service/live-guard.js';
 import type { PortSpec } from '../spa/types.js';
 
 export interface UpCliOptions { server?: string; configDir?: string; stateDir?: string; logFormat?: string; foreground?: boolean }
@@ -70,7 +71,7 @@ export async function runUp(portArgs: string[], o: UpCliOptions, deps: UpDeps): 
   if (asService) {
     write('installing the sesame service:\n');
     const say = (l: string) => write(`  ${l}\n`);
-    await installService({ configFile: plan.configFile, secretFiles: cfg.sources.filter((f) => path.resolve(f) !== path.resolve(plan.configFile)), node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0 }, say);
+    await installService({ configFile: plan.configFile, secretFiles: cfg.sources.filter((f) => path.resolve(f) !== path.resolve(plan.configFile)), node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0, guardMismatch: () => guardMismatch(cfg.backend) }, say);
     write(instructions());
     write('To stop: `sesame down` stops the service and removes the guard (the ports are open again);\n'
       + '`systemctl stop sesame` stops it and keeps the guard (nobody can knock until it runs again).\n');

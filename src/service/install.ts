@@ -108,6 +108,8 @@ export interface InstallOptions {
   script: string;
   /** Restart a running service (its guard ports changed, which a reload does not apply). */
   restart?: boolean;
+  /** undefined when the running guard is the configured one, else what differs (live-guard.ts). */
+  guardMismatch?: () => Promise<string | undefined>;
   unitDir?: string;
 }
 
@@ -124,12 +126,17 @@ export async function installService(o: InstallOptions, say: Say): Promise<Insta
   await must('enabling the service', 'systemctl', ['enable', '--quiet', SERVICE_NAME]);
   say(`enabled ${SERVICE_NAME} (it starts at boot, before the network comes up)`);
   const active = (await run('systemctl', ['is-active', '--quiet', SERVICE_NAME])).code === 0;
-  const action: InstallResult['action'] = !active ? 'started' : unit.changed || o.restart ? 'restarted' : 'already running';
+  // A running service whose guard is not the configured one (the file was edited) is restarted, not trusted.
+  const stale = active && !unit.changed && !o.restart && o.guardMismatch ? await o.guardMismatch() : undefined;
+  if (stale) say(`${stale}: restarting`);
+  const action: InstallResult['action'] = !active ? 'started' : unit.changed || o.restart || stale ? 'restarted' : 'already running';
   if (action !== 'already running') {
     // Type=notify: this returns once the guard is loaded and the listeners are bound, or fails.
     const r = await run('systemctl', [action === 'started' ? 'start' : 'restart', SERVICE_NAME]);
     if (r.code !== 0) throw new Error(`${SERVICE_NAME} did not start (${describeFailure(r, 200)}): see journalctl -u sesame`);
   }
+  const after = o.guardMismatch ? await o.guardMismatch() : undefined;
+  if (after) throw new Error(`${SERVICE_NAME} is running but ${after}: see journalctl -u sesame`);
   say(`${SERVICE_NAME} ${action} (state in ${SERVICE_STATE_DIR}, logs: journalctl -u sesame)`);
   return { unitFile: unit.file, action };
 }
