@@ -73,6 +73,9 @@ export async function runUp(portArgs: string[], o: UpCliOptions, deps: UpDeps): 
     const say = (l: string) => write(`  ${l}\n`);
     await installService({ configFile: plan.configFile, secretFiles: cfg.sources.filter((f) => path.resolve(f) !== path.resolve(plan.configFile)), node: process.execPath, script: SESAME_SCRIPT, restart: added.length > 0, guardMismatch: () => guardMismatch(cfg.backend) }, say);
     write(instructions());
+    // The host firewall may drop what sesame opens (docs/doctor.md): said here too, not only in the journal.
+    const { checkHostFirewall } = await import('../doctor/host-firewall.js');
+    write((await import('../doctor/report.js')).upFirewallText((await checkHostFirewall(cfg)).findings));
     write('To stop: `sesame down` stops the service and removes the guard (the ports are open again);\n'
       + '`systemctl stop sesame` stops it and keeps the guard (nobody can knock until it runs again).\n');
     return 0;
