@@ -12,8 +12,10 @@
 // main PID is followed by a restart while the guard holds; a knock from the
 // client namespace (real fwknop client) opens the port; `sesame up PORT`
 // inside adds a port and the printed knock opens it; keys go only to a
-// terminal; `sesame down` removes service and guard; `sesame up` installs and
-// starts the service again. Also: systemd-analyze verify and the offline
+// terminal; `sesame down` removes service and guard; `sesame up` on a fresh
+// machine creates user and config, installs and starts the service; a hand
+// edit of the guard is noticed against the kernel; `down --purge` removes
+// configuration and state. Also: systemd-analyze verify and the offline
 // security score (<= 2.0) of the unit.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -386,5 +388,18 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(again.stdout).toContain('system user sesame exists');
     expect(again.stdout).toContain('/etc/systemd/system/sesame.service is up to date');
     expect(again.stdout).toContain('sesame.service already running');
+  });
+
+  it('`sesame down --purge` also removes the configuration and the state', async () => {
+    // A config directory that is not one of the test's bind mounts, so it can really go.
+    expect((await inBox(['cp', '-a', '/etc/sesame', '/etc/sesame-purge'])).code).toBe(0);
+    expect((await inBox(['test', '-d', '/var/lib/sesame'])).code).toBe(0);
+    const down = await sesame(['down', '-c', '/etc/sesame-purge/sesame.yaml', '--purge']);
+    expect(down.code, down.stdout + down.stderr).toBe(0);
+    expect(down.stdout).toContain('keys are lost');
+    expect(down.stdout).toContain('removed /etc/sesame-purge and /var/lib/sesame');
+    expect(await show('ActiveState')).toBe('inactive');
+    expect(await table()).toBe(false);
+    for (const d of ['/etc/sesame-purge', '/var/lib/sesame']) expect((await inBox(['test', '-e', d])).code).not.toBe(0);
   });
 });
