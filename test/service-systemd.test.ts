@@ -230,7 +230,9 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect((await inBox(['nft', 'delete', 'table', 'inet', 'sesame'])).code).toBe(0);
     expect((await inBox(['systemctl', 'start', '--no-block', 'sesame'])).code).toBe(0);
     const early = { state: await show('ActiveState'), bound: await spaBound() };
-    expect(early).toEqual({ state: 'activating', bound: false });
+    // The job may not even have begun ('inactive'); what matters: not active, not bound.
+    expect(['inactive', 'activating']).toContain(early.state);
+    expect(early.bound).toBe(false);
     let t0 = Date.now();
     while ((await show('ActiveState')) !== 'active' && Date.now() - t0 < 20_000) await sleep(50);
     // The real thing: at the moment `systemctl start` returns, both are in place.
