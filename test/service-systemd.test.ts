@@ -300,6 +300,20 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(await waitOpen(PORT, 5000)).toBe(true);
   });
 
+  it('`systemctl reload sesame` reloads the configuration in the same process (SIGHUP)', async () => {
+    const pid = await show('MainPID');
+    const reloadedBefore = (await inBox(['journalctl', '-b', '-u', 'sesame', '-o', 'cat', '--no-pager'])).stdout.split('"event":"reloaded"').length;
+    expect((await inBox(['systemctl', 'reload', 'sesame'])).code).toBe(0);
+    const t0 = Date.now();
+    let reloaded = reloadedBefore;
+    while (reloaded === reloadedBefore && Date.now() - t0 < 5000) {
+      await sleep(100);
+      reloaded = (await inBox(['journalctl', '-b', '-u', 'sesame', '-o', 'cat', '--no-pager'])).stdout.split('"event":"reloaded"').length;
+    }
+    expect(reloaded).toBe(reloadedBefore + 1);
+    expect(await show('MainPID')).toBe(pid);
+  });
+
   it('`sesame up` with another port adds it, restarts the service, and the printed knock opens it (keys only on a terminal)', async () => {
     await startTcpService(PORT2);
     expect(await canConnect(PORT2)).toBe(true); // not guarded yet
