@@ -8,7 +8,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, renameSync, writeSync, fchownSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { isMap, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
+import { isMap, isScalar, isSeq, parseDocument, type Document, type YAMLMap, type YAMLSeq } from 'yaml';
 import type { PortSpec } from '../spa/types.js';
 
 export interface PortsUpdate {
@@ -32,7 +32,7 @@ function portList(doc: Document, keyPath: string[], file: string): { seq: YAMLSe
   const node = doc.getIn(keyPath, true);
   if (node === undefined) return undefined;
   if (!isSeq(node)) throw new Error(`${file}: ${keyPath.join('.')} is not a list; cannot add ports to it (edit the file by hand)`);
-  return { seq: node, ports: node.items.map((i) => parsePortText(isMap(i) ? undefined : (i as { value?: unknown }).value ?? i, `${file}: ${keyPath.join('.')}`)) };
+  return { seq: node, ports: node.items.map((i) => parsePortText(isScalar(i) ? i.value : i, `${file}: ${keyPath.join('.')}`)) };
 }
 
 function addMissing(seq: YAMLSeq, have: PortSpec[], want: PortSpec[]): PortSpec[] {
