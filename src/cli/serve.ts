@@ -153,6 +153,7 @@ export function registerServe(program: Command): void {
     .option('--log-format <fmt>', 'json (default) or text')
     .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
     .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
+    .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
       process.exitCode = await runUp(ports, o, {
         serve: (load, banner) => serve(load, (cfg, gw) => {
           banner(cfg);
