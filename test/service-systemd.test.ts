@@ -209,19 +209,22 @@ describeWith('sesame as a systemd service in a real systemd (nspawn)', ['root', 
     expect(netcfg).toBeGreaterThan(ready);
   });
 
-  it('runs as the sesame user with CAP_NET_ADMIN only; the SPA socket owner is not root', async () => {
+  it('runs as the sesame user with CAP_NET_ADMIN only; the packet worker owning the SPA socket has no capability', async () => {
     const status = readFileSync(box!.hostPath(`/proc/${await show('MainPID')}/status`), 'utf8');
     expect(/^Uid:\s+(\d+)/m.exec(status)![1]).toBe(String(SESAME_ID));
     expect(/^CapEff:\s+(\w+)/m.exec(status)![1]).toBe('0000000000001000');
     expect(/^NoNewPrivs:\s+(\d)/m.exec(status)![1]).toBe('1');
-    // The process that parses packets owns the SPA socket: the main process itself, or (with privilege
-    // separation, docs/privsep.md) a worker that must hold no capability at all.
+    // The process that parses packets owns the SPA socket: with privilege separation (docs/privsep.md)
+    // a worker, not the main process, holding no capability at all.
     const ss = (await inBox(['ss', '-H', '-lunp', `sport = :${SPA_PORT}`])).stdout;
     const owners = [...new Set([...ss.matchAll(/pid=(\d+)/g)].map((m) => m[1]!))];
     expect(owners.length, ss).toBe(1);
     const owner = readFileSync(box!.hostPath(`/proc/${owners[0]}/status`), 'utf8');
     expect(/^Uid:\s+(\d+)/m.exec(owner)![1]).toBe(String(SESAME_ID));
-    expect(/^CapEff:\s+(\w+)/m.exec(owner)![1]).toBe(owners[0] === (await show('MainPID')) ? '0000000000001000' : '0000000000000000');
+    expect(owners[0]).not.toBe(await show('MainPID'));
+    expect(/^CapEff:\s+(\w+)/m.exec(owner)![1]).toBe('0000000000000000');
+    expect(/^CapPrm:\s+(\w+)/m.exec(owner)![1]).toBe('0000000000000000');
+    expect(/^NoNewPrivs:\s+(\d)/m.exec(owner)![1]).toBe('1');
   });
 
   it('`systemctl start` returns only when the guard is loaded and the SPA socket is bound', async () => {
