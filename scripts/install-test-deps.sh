@@ -18,6 +18,9 @@ declare -A NEED=(
   [openssl]=openssl
   [setpriv]=util-linux
   [getent]=libc-bin
+  [systemd-nspawn]=systemd-container
+  [systemd-analyze]=systemd
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

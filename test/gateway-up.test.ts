@@ -3,12 +3,15 @@
 // sesame command, the rc stanza with the keys, a QR code), guards the port
 // without cutting a connection that was already open, and a knock with the
 // printed stanza opens it. A second start reuses the config and its keys.
+// `sesame up` runs on a pty here (util-linux script), as a person runs it: the
+// keys and the QR code are printed only to a terminal (issue 9, deliverable
+// 5); the last case runs it with stdout on a pipe and finds no key in it.
 import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keepEstablished, parseProcNetTcp } from '../src/gateway/established.js';
-import { SESAME_BIN, SPA_PORT, scratchPath, startEchoClient, startEchoService, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { SESAME_BIN, SPA_PORT, scratchPath, startDaemon, startEchoClient, startEchoService, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 
@@ -18,15 +21,19 @@ const PORT = 2222;
 
 interface Up { daemon: RunningDaemon; stdout: () => string }
 
-async function startUp(lab: Lab, configDir: string, stateDir: string): Promise<Up> {
-  const daemon = startSesame(lab, 'gw', ['up', `tcp/${PORT}`, '--config-dir', configDir, '--state-dir', stateDir, '--server', GW4]);
+async function startUp(lab: Lab, configDir: string, stateDir: string, onTerminal = true): Promise<Up> {
+  const args = ['up', `tcp/${PORT}`, '--config-dir', configDir, '--state-dir', stateDir, '--server', GW4];
+  // On a pty: `script -c` takes one command line, made here of constants and scratch paths (no spaces, no input).
+  const daemon = onTerminal
+    ? startDaemon(lab, 'gw', 'script', ['-qfec', [process.execPath, SESAME_BIN, ...args].join(' '), '/dev/null'])
+    : startSesame(lab, 'gw', args);
   let out = '';
-  daemon.child.stdout?.on('data', (b: Buffer) => { out += b.toString(); });
+  daemon.child.stdout?.on('data', (b: Buffer) => { out += b.toString().replace(/\r/g, ''); });
   await waitForEvents(daemon, 'ready', 1, 15_000);
   await lab.waitListening('gw', 'udp', SPA_PORT);
   // The instructions are printed right after "ready".
   const t0 = Date.now();
-  while (!out.includes('Keep these keys secret') && Date.now() - t0 < 5000) await sleep(25);
+  while (!/keep them secret|Keep these keys secret/.test(out) && Date.now() - t0 < 5000) await sleep(25);
   return { daemon, stdout: () => out };
 }
 
@@ -151,6 +158,21 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
     expect(printedStanza(up.stdout())).toBe(firstStanza);
     expect(up.stdout()).toContain(`They are in ${configFile}`);
     expect(await lab.canConnect('x', GW4, PORT, 400)).toBe(false);
+  });
+
+  it('prints where the keys are, and never the keys or the QR code, when stdout is not a terminal', async () => {
+    if (up) await lab.stop(up.daemon.child);
+    up = undefined;
+    up = await startUp(lab, configDir, stateDir, false);
+    const out = up.stdout() + up.daemon.logText();
+    const config = readFileSync(configFile, 'utf8');
+    const key = /^\s*key_base64: (\S+)/m.exec(config)![1]!;
+    const hmac = /hmac_key_base64: (\S+)/.exec(config)![1]!;
+    expect(out).toContain(`key_base64 and hmac_key_base64 in ${configFile}`);
+    expect(out).toContain('sesame knock -n sesame --wait');
+    expect(out).not.toContain(key);
+    expect(out).not.toContain(hmac);
+    expect(out).not.toMatch(/[█▀▄]/);
   });
 });
 

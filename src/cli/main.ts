@@ -18,6 +18,9 @@ const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
   routeros: async () => (await import('./routeros.js')).registerRouteros,
   config: async () => (await import('./config.js')).registerConfig,
   doctor: async () => (await import('./doctor.js')).registerDoctor,
+  install: async () => (await import('./service.js')).registerService,
+  down: async () => (await import('./service.js')).registerService,
+  service: async () => (await import('./service.js')).registerService,
 };
 
 export async function buildProgram(subcommand?: string): Promise<Command> {

@@ -2,16 +2,15 @@
 // fwknop's files), start the gateway, and handle signals: SIGTERM/SIGINT stop
 // cleanly, SIGHUP reloads (a broken new configuration leaves the old one
 // running, with an error).
-import { existsSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { BackendConfig, GatewayConfig } from '../config/model.js';
 import { loadFwknopConfig } from '../config/fwknop.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from '../config/defaults.js';
 import { Monitor } from '../gateway/privsep/monitor.js';
 import { Logger, stderrSink } from '../gateway/log.js';
-import { defaultDirs, prepareUp, qrPayload, upInstructions } from '../gateway/up.js';
-import { parseAccess } from '../client/options.js';
+import { runUp, type UpCliOptions } from './up.js';
+import { notifyReady, notifyStopping } from '../service/notify.js';
 import { UsageError } from './errors.js';
 import { upFirewallText } from '../doctor/report.js';
 
@@ -104,11 +103,13 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
   // After the start, never in its way (docs/doctor.md).
   gw.checkHostFirewall();
   banner?.(cfg, gw);
+  void notifyReady().then((r) => { if (r === 'failed') log.warn('notify_failed', { message: 'systemd-notify --ready failed; systemd will time the start out' }); });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (sig: string) => {
       if (stopping) return;
       stopping = true;
+      void notifyStopping();
       log.info('signal', { signal: sig });
       void gw.stop().then(() => resolve(0), () => resolve(1));
     };
@@ -144,37 +145,23 @@ export function registerServe(program: Command): void {
     });
 
   program.command('up')
-    .description('guard ports on this machine with fresh keys and print how to knock (first run creates the config)')
+    .description('guard ports on this machine with fresh keys and print how to knock (first run creates the config; where systemd runs, as the sesame service)')
     .argument('[ports...]', 'ports to guard, e.g. tcp/22 tcp/443 (default tcp/22)')
     .option('--server <host>', 'name or address clients use to reach this machine (for the printed commands)')
     .option('--config-dir <dir>', 'where sesame.yaml lives (default /etc/sesame as root)')
     .option('--state-dir <dir>', 'state directory (default /var/lib/sesame as root; env SESAME_STATE_DIR)')
     .option('--log-format <fmt>', 'json (default) or text')
     .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
-    .action(async (ports: string[], o: { server?: string; configDir?: string; stateDir?: string; logFormat?: string; user?: string }) => {
-      const isRoot = process.getuid?.() === 0;
-      const dirs = defaultDirs(isRoot);
-      const guard = ports.length > 0 ? parseAccess(ports.join(',')) : [{ proto: 'tcp' as const, port: 22 }];
-      const plan = prepareUp({
-        configDir: o.configDir ?? dirs.configDir,
-        stateDir: o.stateDir ?? dirs.stateDir,
-        ports: guard,
-        isRoot,
-        hasTool: (n) => ['/usr/sbin', '/sbin', '/usr/bin', '/bin'].some((d) => existsSync(`${d}/${n}`)),
-      });
-      const server = o.server ?? firstAddress() ?? 'THIS-HOST';
-      const QRCode = (await import('qrcode')).default;
-      const qr = await QRCode.toString(qrPayload(plan.keys), { type: 'terminal', small: true });
-      process.exitCode = await serve(
-        () => loadServeConfig({ config: plan.configFile, ...(o.stateDir ? { stateDir: o.stateDir } : {}), ...(o.logFormat ? { logFormat: o.logFormat } : {}) }),
-        (_cfg, gw) => {
-          process.stdout.write(upInstructions(plan, guard, server, qr));
+    .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
+    .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
+      process.exitCode = await runUp(ports, o, {
+        serve: (load, banner) => serve(load, (cfg, gw) => {
+          banner(cfg);
           // The host firewall may drop what sesame opens: say so here, not only in the log.
           void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
-        },
-        undefined,
-        o.user ? { user: o.user } : {},
-      );
+        }, undefined, o.user ? { user: o.user } : {}),
+        load: loadServeConfig,
+      });
     });
 }
 
@@ -189,8 +176,3 @@ async function hasDoors(file: string): Promise<boolean> {
   }
 }
 
-function firstAddress(): string | undefined {
-  // Only for the printed instructions: the first non-loopback IPv4 address of this host.
-  for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
-  return undefined;
-}

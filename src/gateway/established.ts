@@ -55,7 +55,8 @@ export function parseProcNetTcp(text: string): TcpFlow[] {
 export function establishedTcpFlows(ports: number[], read: (file: string) => string = (f) => readFileSync(f, 'utf8')): TcpFlow[] {
   const want = new Set(ports);
   const out: TcpFlow[] = [];
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+  // /proc/self/net, not /proc/net: the service unit's ProcSubset=pid hides the /proc/net link.
+  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
     let text: string;
     try {
       text = read(file);

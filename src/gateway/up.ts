@@ -2,7 +2,9 @@
 // config directory with fresh keys and a sesame YAML that guards the given
 // ports with the best backend this machine has (nftables, else iptables, else
 // the log backend when not root). Every run: tell the user exactly how to
-// knock (sesame, fwknop, phone) and how not to lock themselves out.
+// knock (sesame, fwknop, phone) and how not to lock themselves out. The keys
+// and the QR code are printed only to an interactive terminal; a redirected
+// stdout (a file, the journal) gets where the keys are instead.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,7 +48,7 @@ export function chooseBackend(isRoot: boolean, hasTool: (n: string) => boolean):
 function yamlFor(keys: GeneratedKeys, ports: PortSpec[], backend: UpPlan['backend'], stateDir: string): string {
   const list = ports.map((p) => `${p.proto}/${p.port}`).join(', ');
   return [
-    '# sesame configuration written by `sesame up`. Edit and reload with: kill -HUP <pid>',
+    '# sesame configuration written by `sesame up`. Edit, then reload: systemctl reload sesame (or kill -HUP <pid>)',
     'listen: ["0.0.0.0:62201", "[::]:62201"]',
     `state_dir: ${stateDir}`,
     'backend:',
@@ -85,22 +87,36 @@ export function prepareUp(o: UpOptions): UpPlan {
   return { configFile, created: true, backend: chosen.backend, keys, notes };
 }
 
+export interface InstructionOptions {
+  /** Every port the running configuration guards (the claim printed); default: the knocked ports. */
+  guarded?: PortSpec[];
+  /** Print the keys and the QR code (only when stdout is an interactive terminal). */
+  showSecrets: boolean;
+}
+
+const portsText = (ports: PortSpec[]): string => ports.map((p) => `${p.proto}/${p.port}`).join(',');
+
 /** What `sesame up` prints for the person at the terminal. Keys go into an rc stanza, not onto command lines. */
-export function upInstructions(plan: UpPlan, ports: PortSpec[], server: string, qr: string): string {
+export function upInstructions(plan: UpPlan, ports: PortSpec[], server: string, qr: string, o: InstructionOptions = { showSecrets: true }): string {
   const first = ports[0]!;
-  const access = ports.map((p) => `${p.proto}/${p.port}`).join(',');
+  const access = portsText(ports);
   const stanza = rcStanza(plan.keys, 'sesame', server, access).trimEnd().split('\n').map((l) => `    ${l}`).join('\n');
+  const secrets = o.showSecrets
+    ? ['  1. put this stanza in ~/.fwknoprc there (then: chmod 600 ~/.fwknoprc):', '', stanza]
+    : [
+      `  1. make a ~/.fwknoprc stanza [sesame] there with SPA_SERVER ${server}, ACCESS ${access} and the keys`,
+      `     (key_base64 and hmac_key_base64 in ${plan.configFile}; this output is not a terminal, so the keys are not printed:`,
+      '     run `sesame up` again in an interactive terminal to see the complete stanza and the QR code)',
+    ];
   return [
     '',
-    `sesame is guarding ${access} on this host with the ${plan.backend} backend (config: ${plan.configFile}).`,
+    `sesame is guarding ${portsText(o.guarded ?? ports)} on this host with the ${plan.backend} backend (config: ${plan.configFile}).`,
     ...plan.notes.map((n) => `note: ${n}`),
     '',
     'Connections that are already open (like this SSH session) keep flowing.',
     'BEFORE you log out, test a knock from a second terminal on your client machine:',
     '',
-    '  1. put this stanza in ~/.fwknoprc there (then: chmod 600 ~/.fwknoprc):',
-    '',
-    stanza,
+    ...secrets,
     '',
     '  2. knock and wait for the port to open:',
     '',
@@ -109,9 +125,11 @@ export function upInstructions(plan: UpPlan, ports: PortSpec[], server: string, 
     '',
     '  The fwknop client reads the same stanza:  fwknop -n sesame',
     '',
-    'On a phone: scan this with the Fwknop2 app (it imports both keys; set the server in the app):',
-    qr,
-    `Keep these keys secret. ${plan.created ? 'They were just generated and saved in ' + plan.configFile : 'They are in ' + plan.configFile}.`,
+    ...(o.showSecrets
+      ? ['On a phone: scan this with the Fwknop2 app (it imports both keys; set the server in the app):', qr,
+        `Keep these keys secret. ${plan.created ? 'They were just generated and saved in ' + plan.configFile : 'They are in ' + plan.configFile}.`]
+      : [`On a phone: the Fwknop2 app imports both keys from a QR code, shown when sesame up runs in an interactive terminal.`,
+        `The keys are in ${plan.configFile}${plan.created ? ' (just generated)' : ''}; keep them secret.`]),
     '',
   ].join('\n');
 }
