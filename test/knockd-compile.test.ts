@@ -70,6 +70,20 @@ describe('nftables fragments', () => {
     expect(text).toContain(`chain ${GUARD_CHAIN} {`);
   });
 
+  it("puts compiled doors in a table of their own, not the daemon's inet sesame", () => {
+    const text = compileDoorsNft([ssh]);
+    expect(text).toContain('add table inet sesame_doors\ndelete table inet sesame_doors\ntable inet sesame_doors {');
+    expect(text).not.toMatch(/table inet sesame\b(?!_)/);
+  });
+
+  it('lets loopback pass the knock chain and the guard chain', () => {
+    const text = compileDoorsNft([ssh]);
+    const knock = text.slice(text.indexOf(`chain ${KNOCK_CHAIN} {`));
+    expect(knock.split('\n').slice(1, 3).map((l) => l.trim())).toEqual([`type filter hook input priority filter - 20; policy accept;`, 'iif "lo" accept']);
+    const guard = text.slice(text.indexOf(`chain ${GUARD_CHAIN} {`));
+    expect(guard.split('\n')[2]!.trim()).toBe('iif "lo" accept');
+  });
+
   it('yields nothing for no doors', () => {
     expect(doorsNftFragments([])).toEqual({ extraSets: [], extraChains: [], guardPorts: [] });
   });
@@ -171,6 +185,12 @@ describe('sesame knockd compile', () => {
     await expect(run('--nftables', confFile, '--open', 'ssh')).rejects.toThrow(/^--open: open port "ssh" is not PROTO\/PORT/);
     await expect(run('--nftables', yamlFile, '--table', '1bad')).rejects.toThrow(/--table: "1bad" is not an nftables table name/);
     await expect(run('--nftables', path.join(dir, 'missing.yaml'))).rejects.toThrow(/missing\.yaml: cannot read the door file \(ENOENT\)/);
+    // The daemon's table: loading the doors would wipe the daemon's guard and grants.
+    await expect(run('--nftables', yamlFile, '--table', 'sesame')).rejects.toThrow(/^--table sesame: that is the sesame daemon's table; .*default sesame_doors/);
+    const ownTable = path.join(dir, 'own-table.yaml');
+    writeFileSync(ownTable, 'backend:\n  kind: nftables\n  table: gate\ndoors:\n  - name: ssh\n    sequence: [7000, 8000]\n    open: [tcp/22]\n');
+    await expect(run('--nftables', ownTable, '--table', 'gate')).rejects.toThrow(/^--table gate: that is the sesame daemon's table/);
+    await expect(run('--nftables', ownTable, '-o', path.join(dir, 'own.nft'))).resolves.toBeUndefined();
     const r = await compileDoorFile({ target: 'nftables', file: yamlFile, open: 'tcp/1' });
     expect(r.warnings[0]).toMatch(/--open\/--open-for apply to knockd\.conf files only/);
   });

@@ -108,7 +108,7 @@ describeWith('knock doors in nftables (real kernel, namespaces)', ['netns', 'nft
       expect(await probe(gw4, K3.port)).toBe(2);
       expect(await probe(gw4, SERVICE)).toBe(2);
       expect(await probe(gw6, SERVICE)).toBe(2);
-      const listed = await lab.exec('gw', 'nft', ['list', 'chain', 'inet', 'sesame', 'knock']);
+      const listed = await lab.exec('gw', 'nft', ['list', 'chain', 'inet', 'sesame_doors', 'knock']);
       expect(listed.stdout).toMatch(/hook input priority (filter - 20|-20);/);
     });
 
@@ -116,7 +116,7 @@ describeWith('knock doors in nftables (real kernel, namespaces)', ['netns', 'nft
       await load(ruleset);
       await load(ruleset);
       const tables = await lab.exec('gw', 'nft', ['list', 'tables']);
-      expect(tables.stdout.match(/table inet sesame/g)).toHaveLength(1);
+      expect(tables.stdout.match(/table inet sesame_doors\b/g)).toHaveLength(1);
     });
 
     it('loads rulesets compiled from knockd.conf (the man page examples)', async () => {
@@ -147,7 +147,7 @@ describeWith('knock doors in nftables (real kernel, namespaces)', ['netns', 'nft
       expect(await opens(gw4, SERVICE, CL_OTHER)).toBe(false);
       expect(await opens(gw6)).toBe(false); // the grant is for the IPv4 source
       expect(await opens(gw4, SINGLE_SERVICE)).toBe(false); // another door's port
-      const set = await lab.exec('gw', 'nft', ['list', 'set', 'inet', 'sesame', 'granted4']);
+      const set = await lab.exec('gw', 'nft', ['list', 'set', 'inet', 'sesame_doors', 'granted4']);
       expect(set.stdout).toMatch(new RegExp(`198\\.51\\.100\\.2 \\. tcp \\. ${SERVICE} timeout ${OPEN_FOR}s`));
       // Closes by itself once open_for has passed.
       let closedAt = -1;
@@ -162,7 +162,7 @@ describeWith('knock doors in nftables (real kernel, namespaces)', ['netns', 'nft
       await send([K1, K2, K3], { host: gw6, family: 6 });
       expect(await opens(gw6)).toBe(true);
       expect(await opens(gw4)).toBe(false);
-      const set = await lab.exec('gw', 'nft', ['list', 'set', 'inet', 'sesame', 'granted6']);
+      const set = await lab.exec('gw', 'nft', ['list', 'set', 'inet', 'sesame_doors', 'granted6']);
       expect(set.stdout).toContain(`2001:db8::2 . tcp . ${SERVICE}`);
     });
 

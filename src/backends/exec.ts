@@ -1,8 +1,13 @@
 // Running external programs for the firewall backends (nft, iptables, the
 // operator's command-cycle programs): always an argv array, never a shell, with
 // a time limit that kills the program's whole process group, and the exit
-// status and stderr captured for error messages.
-import { spawn } from 'node:child_process';
+// status and stderr captured for error messages. No child outlives the
+// daemon: every program is started through `setpriv --pdeathsig KILL`
+// (util-linux), so the kernel kills it when the daemon dies, even by SIGKILL,
+// and the children still running when the daemon exits normally are killed
+// on the way out (see childGuard).
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync } from 'node:fs';
 
 export interface RunOptions {
   /** Kill the program (and whatever it started) after this many ms. */
@@ -33,6 +38,63 @@ export function netnsPrefix(netns: string | undefined): string[] {
   return ['ip', 'netns', 'exec', netns];
 }
 
+const SETPRIV_PATHS = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv', '/sbin/setpriv'];
+let setprivPath: string | null | undefined;
+
+/** setpriv, when this machine has it (util-linux); found once. */
+function findSetpriv(): string | undefined {
+  if (setprivPath === undefined) setprivPath = process.platform === 'linux' ? SETPRIV_PATHS.find((p) => existsSync(p)) ?? null : null;
+  return setprivPath ?? undefined;
+}
+
+/**
+ * argv that runs `argv` with a parent-death signal: the kernel sends SIGKILL
+ * to the program when this process dies. setpriv execs the program, so its
+ * PID is the child's PID (process-group kills and exit codes are unchanged).
+ * Without setpriv the program runs as it is (and is still killed at a normal exit).
+ */
+export function withParentDeathSignal(argv: string[]): string[] {
+  const setpriv = findSetpriv();
+  return setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...argv] : argv;
+}
+
+/** What setpriv prints (exit status 127) when the program cannot be executed. */
+const SETPRIV_EXEC_FAILED = /^setpriv: failed to execute (.*)\n?$/;
+
+/** Children alive right now; killed when this process exits (a normal exit, or process.exit()). */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function killLiveChildren(): void {
+  for (const c of liveChildren) {
+    if (c.exitCode !== null || c.signalCode !== null || c.pid === undefined) continue;
+    try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+  liveChildren.clear();
+}
+
+/**
+ * spawn() for every program sesame runs: with the parent-death signal, and
+ * remembered until it exits so an exit of the daemon ends it.
+ */
+export function spawnSupervised(argv: string[], options: SpawnOptions): ChildProcess {
+  const full = withParentDeathSignal(argv);
+  const child = spawn(full[0]!, full.slice(1), options);
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', killLiveChildren);
+  }
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  child.once('error', () => liveChildren.delete(child));
+  return child;
+}
+
+/** PIDs of the children sesame started that are still running (diagnostics, tests). */
+export function supervisedChildren(): number[] {
+  return [...liveChildren].flatMap((c) => (c.pid !== undefined && c.exitCode === null && c.signalCode === null ? [c.pid] : []));
+}
+
 /** Run `prefix + [file, ...args]`; resolves with the outcome, never rejects. */
 export function runProgram(file: string, args: string[], opts: RunOptions = {}, prefix: string[] = []): Promise<RunResult> {
   const argv = [...prefix, file, ...args];
@@ -42,7 +104,7 @@ export function runProgram(file: string, args: string[], opts: RunOptions = {}, 
     try {
       // detached: own process group, so a time-out kills grandchildren too
       // (a shell script's `sleep` would otherwise hold our pipes open).
-      child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, detached: true });
+      child = spawnSupervised(argv, { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env, detached: true });
     } catch (e) {
       resolve({ code: null, signal: null, stdout: '', stderr: '', timedOut: false, spawnError: (e as Error).message });
       return;
@@ -62,11 +124,18 @@ export function runProgram(file: string, args: string[], opts: RunOptions = {}, 
       clearTimeout(drainTimer);
       child.stdout?.destroy();
       child.stderr?.destroy();
+      let stderr = Buffer.concat(err).toString('utf8');
+      // setpriv could not exec the program: that is a start failure (like spawn's ENOENT), not the program's output.
+      const notStarted = exitInfo?.code === 127 ? SETPRIV_EXEC_FAILED.exec(stderr) : null;
+      if (notStarted && spawnError === undefined) {
+        spawnError = notStarted[1]!;
+        stderr = '';
+      }
       resolve({
-        code: exitInfo?.code ?? null,
+        code: notStarted ? null : exitInfo?.code ?? null,
         signal: exitInfo?.signal ?? null,
         stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
+        stderr,
         timedOut,
         ...(spawnError !== undefined ? { spawnError } : {}),
       });

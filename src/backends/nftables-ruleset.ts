@@ -7,7 +7,8 @@
 //   set guarded   { inet_proto . inet_service }            ports sesame guards
 //   set granted4  { ipv4_addr . inet_proto . inet_service; timeout }
 //   set granted6  { ipv6_addr . inet_proto . inet_service; timeout }
-//   chain guard   hook input, priority filter - 10: established/related pass;
+//   chain guard   hook input, priority filter - 10: loopback (iif lo) and
+//                 established/related pass;
 //                 traffic to a guarded port passes only from a granted source;
 //                 everything else to a guarded port is dropped.
 // NAT (opts.nat, used by the nftables backend for NAT grants):
@@ -30,6 +31,8 @@ export const GRANTED6 = 'granted6';
 export const GUARDED = 'guarded';
 export const GUARD_CHAIN = 'guard';
 export const GUARD_PRIORITY = 'filter - 10';
+/** First rule of every input chain sesame adds (guard, knock doors): loopback passes. */
+export const LOOPBACK_ACCEPT = 'iif "lo" accept';
 
 export const DNAT4 = 'dnat4';
 export const DNAT6 = 'dnat6';
@@ -117,6 +120,10 @@ export function renderTable(opts: RulesetOptions): string {
     ...(opts.extraSets ?? []).map((s) => `\t${s}`),
     `\tchain ${GUARD_CHAIN} {`,
     `\t\ttype filter hook input priority ${GUARD_PRIORITY}; policy accept;`,
+    // Loopback is never guarded: `ssh localhost`, `ssh -L` tunnels and local
+    // proxies on 127.0.0.1/::1 (and the host's own connections to its own
+    // addresses, which also arrive on lo) must keep working.
+    `\t\t${LOOPBACK_ACCEPT}`,
     ...(opts.spaShield && opts.spaShield.ports.length > 0 ? shieldRules(opts.spaShield).map((r) => `\t\t${r}`) : []),
     `\t\tct state established,related accept`,
     // Without a transport header `th dport` cannot be read and the lookups

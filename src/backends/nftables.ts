@@ -34,13 +34,13 @@
 // (default 1 s) catches everything else. The backend keeps every live grant in
 // memory and restores the table and the grants with their remaining time
 // (event `nft_restored`, callback opts.onRestored).
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Backend, BackendLogger, Grant } from './backend.js';
 import { grantKey } from './backend.js';
 import type { BackendConfig } from '../config/model.js';
 import type { Proto } from '../spa/types.js';
-import { describeFailure, netnsPrefix, oneLine, runProgram } from './exec.js';
+import { describeFailure, netnsPrefix, oneLine, runProgram, spawnSupervised } from './exec.js';
 import { ExpiryTimer } from './expiry.js';
 import { canonicalAddress, checkGrant, ipFamily, type NatExtras } from './grant-check.js';
 import {
@@ -152,7 +152,8 @@ class Nft {
     const argv = [...this.prefix, this.nft, '-i'];
     let child: ChildProcess;
     try {
-      child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+      // Own process group (detached): a terminal's SIGHUP/SIGINT is for the daemon, not for nft.
+      child = spawnSupervised(argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     } catch {
       return undefined;
     }
@@ -200,7 +201,7 @@ class Nft {
 
   spawnMonitor(): ChildProcess {
     const argv = [...this.prefix, this.nft, 'monitor'];
-    return spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    return spawnSupervised(argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   }
 }
 
@@ -444,9 +445,13 @@ export class NftablesBackend implements Backend {
     const child = this.monitorChild;
     this.monitorChild = undefined;
     if (child && child.exitCode === null && child.signalCode === null) {
+      // The monitor holds no state: SIGKILL, and wait at most briefly (a pending
+      // timer would keep the process alive for its whole length).
       const exited = new Promise<void>((r) => child.once('exit', () => r()));
-      child.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      child.kill('SIGKILL');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise<void>((r) => { timer = setTimeout(r, 200); })]);
+      clearTimeout(timer);
     }
     this.memoryExpiry.stop();
     await this.queue.catch(() => undefined);

@@ -30,7 +30,7 @@ export function registerKnockd(program: Command): void {
     .option('--routeros <file>', 'compile this door file to a RouterOS .rsc script')
     .option('--open <ports>', 'knockd.conf: ports to open (tcp/N[,udp/M]) for doors whose command names none')
     .option('--open-for <seconds>', 'knockd.conf: grant lifetime for every door (default: cmd_timeout)')
-    .option('--table <name>', 'nftables: table name (family inet)', 'sesame')
+    .option('--table <name>', "nftables: table name (family inet); not the daemon's table (sesame)", 'sesame_doors')
     .option('--list-template <template>', 'RouterOS: address list of a grant ({proto} {protonum} {port})', 'sesame_{proto}_{port}')
     .option('--wan-list <name>', "RouterOS: in-interface-list knocks arrive on ('' = any interface)", 'WAN')
     .option('--place-before <comment>', "RouterOS: IPv4 input rule to insert before ('' = append)")

@@ -1,9 +1,10 @@
 // The `sesame` command: thin wiring of subcommands onto the modules that do
 // the work. Only the subcommand being run is loaded (start-up time and memory
 // of the daemon matter on a Raspberry Pi); `sesame --help` loads them all.
-// Every failure ends as one line on stderr and a non-zero exit.
+// Every failure ends as one line on stderr (if stderr can be written) and a non-zero exit.
 import { Command, CommanderError } from 'commander';
 import { isUserFacing, EXIT } from './errors.js';
+import { safeWrite } from '../gateway/stdio.js';
 
 export const VERSION = '0.1.0';
 
@@ -52,10 +53,11 @@ export async function main(argv: string[]): Promise<number> {
       return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
     }
     if (isUserFacing(e)) {
-      process.stderr.write(`sesame: ${e.message}\n`);
+      safeWrite(2, `sesame: ${e.message}\n`);
       return e.name === 'UsageError' || e.name === 'KnockOptionError' ? EXIT.usage : EXIT.failure;
     }
-    process.stderr.write(`sesame: ${e instanceof Error ? e.message : String(e)}\n`);
+    // A broken stderr (closed terminal, /dev/full) must not turn a clean failure into a crash.
+    safeWrite(2, `sesame: ${e instanceof Error ? e.message : String(e)}\n`);
     return EXIT.failure;
   }
 }

@@ -11,6 +11,8 @@ import { Monitor } from '../gateway/privsep/monitor.js';
 import { Logger, stderrSink } from '../gateway/log.js';
 import { runUp, type UpCliOptions } from './up.js';
 import { notifyReady, notifyStopping } from '../service/notify.js';
+import { exitPromptly, guardStdio, safeWrite } from '../gateway/stdio.js';
+import { acquireInstanceLocks } from '../gateway/instance-lock.js';
 import { UsageError } from './errors.js';
 import { upFirewallText } from '../doctor/report.js';
 
@@ -91,11 +93,23 @@ export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   return cfg;
 }
 
-export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig, gw: Monitor) => void, doorsFile?: string, privsep: { user?: string } = {}): Promise<number> {
+/** configFiles: the files the configuration comes from (one daemon per file, see instance-lock.ts). */
+export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: GatewayConfig, gw: Monitor) => void, doorsFile?: string, privsep: { user?: string } = {}, configFiles: string[] = []): Promise<number> {
+  // A closed terminal (SIGHUP, then EIO) or a dead pipe never ends the daemon, not even while it starts.
+  guardStdio();
+  // SIGTERM/SIGINT are caught from here on: one that arrives while starting (or right after
+  // "ready", before the handlers below) stops the daemon cleanly once it runs, not by the default action.
+  let requestStop = (sig: string): void => { stopRequested ??= sig; };
+  let stopRequested: string | undefined;
+  process.on('SIGTERM', () => requestStop('SIGTERM'));
+  process.on('SIGINT', () => requestStop('SIGINT'));
   const cfg = await load();
+  // Before anything touches the firewall: a second instance stops here, having touched nothing (released at exit).
+  acquireInstanceLocks(cfg, configFiles);
   const log = new Logger(stderrSink, cfg.log.format, cfg.log.level);
   const doors = doorsFile && (await hasDoors(doorsFile)) ? await (await import('../knockd/load.js')).loadDoorFile(doorsFile) : undefined;
   for (const w of doors?.warnings ?? []) log.warn('config_warning', { message: w });
+  if (stopRequested) return 0; // stopped before anything started
   // Privilege separation (docs/privsep.md): this process is the monitor; packets are parsed by an unprivileged worker.
   const { monitor: gw, ready } = await Monitor.start(cfg, { log, ...(privsep.user ? { user: privsep.user } : {}), ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
   // The worker's listeners are bound and the guard is up: the one place readiness is known.
@@ -111,10 +125,10 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
       stopping = true;
       void notifyStopping();
       log.info('signal', { signal: sig });
-      void gw.stop().then(() => resolve(0), () => resolve(1));
+      void gw.stop().then(() => resolve(0), () => resolve(1)).then(exitPromptly);
     };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
+    requestStop = stop;
+    if (stopRequested) stop(stopRequested);
     process.on('SIGHUP', () => {
       load().then(
         (next) => gw.reload(next).catch((e) => log.error('reload_failed', { error: (e as Error).message })),
@@ -141,7 +155,8 @@ export function registerServe(program: Command): void {
     .option('--routeros-insecure', 'do not verify the router certificate (warns at every connection)')
     .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
     .action(async (o: ServeOpts) => {
-      process.exitCode = await serve(() => loadServeConfig(o), undefined, o.config, o.user ? { user: o.user } : {});
+      const files = [o.config, o.accessConf].filter((f): f is string => f !== undefined);
+      process.exitCode = await serve(() => loadServeConfig(o), undefined, o.config, o.user ? { user: o.user } : {}, files);
     });
 
   program.command('up')
@@ -155,12 +170,14 @@ export function registerServe(program: Command): void {
     .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
     .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
       process.exitCode = await runUp(ports, o, {
-        serve: (load, banner) => serve(load, (cfg, gw) => {
+        serve: (load, banner, configFile) => serve(load, (cfg, gw) => {
           banner(cfg);
           // The host firewall may drop what sesame opens: say so here, not only in the log.
-          void gw.hostFirewall.then((found) => process.stdout.write(upFirewallText(found)));
-        }, undefined, o.user ? { user: o.user } : {}),
+          void gw.hostFirewall.then((found) => { safeWrite(1, upFirewallText(found), 2000); });
+        }, undefined, o.user ? { user: o.user } : {}, [configFile]),
         load: loadServeConfig,
+        // A closed terminal or a full pipe never turns the instructions into a crash (stdio.ts).
+        write: (t) => { safeWrite(1, t, 2000); },
       });
     });
 }

@@ -3,7 +3,10 @@
 // logging library because two things matter more than features here: the
 // exact one-line shape users grep, and flood control: under a flood,
 // rejections are rate-limited and summarized (counts per reason and source)
-// so junk cannot fill the disk. Secrets are never passed to it.
+// so junk cannot fill the disk. Secrets are never passed to it. A line that
+// cannot be written (closed terminal, closed pipe, full disk) is dropped and
+// counted by ./stdio.ts, never thrown: logging can never kill the daemon.
+import { safeWrite } from './stdio.js';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -42,7 +45,7 @@ export class Logger {
   error(event: string, fields?: Record<string, unknown>): void { this.log('error', event, fields); }
 }
 
-export const stderrSink: LogSink = { write: (l) => process.stderr.write(l) };
+export const stderrSink: LogSink = { write: (l) => { safeWrite(2, l); } };
 
 /**
  * Rejection lines with a budget: the first `burst` rejections of each window

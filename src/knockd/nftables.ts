@@ -15,11 +15,17 @@
 // TCP packets whose flags do not match the door's tcpflags are ignored (knockd).
 // The `knock` chain runs before the guard chain and drops every packet to a
 // knock port, so knock ports stay dark. Spec/background: docs/knock-doors.md.
-import { GRANTED4, GRANTED6, renderTable } from '../backends/nftables-ruleset.js';
+import { GRANTED4, GRANTED6, LOOPBACK_ACCEPT, renderTable } from '../backends/nftables-ruleset.js';
 import type { PortSpec } from '../spa/types.js';
 import { doorPorts, doorsOpenPorts, stepText, tcpFlagsText, type Door, type KnockStep, type TcpFlagsMatch } from './door.js';
 
 export const KNOCK_CHAIN = 'knock';
+/**
+ * Table of hand-loaded doors (`sesame knockd compile --nftables | nft -f -`).
+ * Not the daemon's `inet sesame`: loading one would wipe the other (each
+ * recreates its table), so compiled doors get a table of their own.
+ */
+export const DOORS_TABLE = 'sesame_doors';
 /** Before the guard chain (filter - 10), so knocks are tracked and dropped first. */
 export const KNOCK_PRIORITY = 'filter - 20';
 
@@ -147,6 +153,8 @@ export function doorsNftFragments(doors: Door[]): NftFragments {
   if (doors.length > 0) {
     extraChains.push(block('chain', KNOCK_CHAIN, [
       `type filter hook input priority ${KNOCK_PRIORITY}; policy accept;`,
+      // Loopback is never guarded: local connections to a knock port are not knocks.
+      LOOPBACK_ACCEPT,
       // Replies to the host's own connections are not knocks.
       'ct state established,related accept',
       ...dispatch,
@@ -157,7 +165,7 @@ export function doorsNftFragments(doors: Door[]): NftFragments {
 }
 
 export interface CompileNftOptions {
-  /** Table name (family inet); default "sesame". */
+  /** Table name (family inet); default DOORS_TABLE. */
   table?: string;
   /** Ports to guard besides the doors' (e.g. SPA-protected ports of the same table). */
   guardPorts?: PortSpec[];
@@ -173,5 +181,5 @@ export function compileDoorsNft(doors: Door[], opts: CompileNftOptions = {}): st
     '# sesame knock doors (sesame knockd compile --nftables); load with: nft -f FILE',
     ...doors.map((d) => `# ${describeDoor(d)}`),
   ].join('\n');
-  return `${header}\n${renderTable({ table: opts.table ?? 'sesame', guardPorts, extraSets: frag.extraSets, extraChains: frag.extraChains })}`;
+  return `${header}\n${renderTable({ table: opts.table ?? DOORS_TABLE, guardPorts, extraSets: frag.extraSets, extraChains: frag.extraChains })}`;
 }

@@ -23,6 +23,7 @@ import { ensureStateDir } from '../state.js';
 import { findSetpriv, hasSetpcap, resolveWorkerUser, setprivArgs, type WorkerIdentity } from './identity.js';
 import type { FromWorker, ToWorker } from './messages.js';
 import { MAIN_BACKEND, commandBackendName, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
+import { relayOutput } from '../stdio.js';
 
 export interface MonitorOptions {
   log: Logger;
@@ -145,11 +146,14 @@ export class Monitor {
       execArgv: [...setprivArgs(this.identity, this.dropBounding), process.execPath],
       // The worker may not be able to reach the state dir by path (a private parent): it starts inside it.
       cwd: this.cfg.stateDir,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // Not inherited: the worker writes to pipes this process drains, and relayOutput()
+      // passes its lines on without ever blocking (a stalled reader never stalls the parser).
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       serialization: 'advanced',
       env: workerEnv(process.env),
     });
     this.worker = child;
+    relayOutput(child);
     this.workerStartedAt = Date.now();
     child.on('message', (m: FromWorker) => this.onMessage(child, m));
     child.on('error', (e) => this.opts.log.error('worker_error', { error: e.message }));
