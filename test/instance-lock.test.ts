@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, ut
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GatewayConfig } from '../src/config/model.js';
-import { AlreadyRunningError, acquireLocks, ensureLockDir, lockSpecs, netnsId, processStartTime } from '../src/gateway/instance-lock.js';
+import { AlreadyRunningError, acquireLocks, ensureLockDir, lockSpecs, netnsId, processStartTime, runtimeDir } from '../src/gateway/instance-lock.js';
 import { scratchPath } from './harness/daemon.js';
 
 const linux = process.platform === 'linux' && existsSync('/proc/self/stat');
@@ -97,6 +97,13 @@ async function deadPid(): Promise<number> {
     const held = acquireLocks([{ file, what: 'x' }]);
     expect(existsSync(`${file}.break`)).toBe(false);
     held.release();
+  });
+
+  it("finds the runtime dir: SESAME_RUNTIME_DIR, then systemd's RuntimeDirectory=, then /run/sesame for root", () => {
+    expect(runtimeDir({ SESAME_RUNTIME_DIR: '/x/y', RUNTIME_DIRECTORY: '/run/sesame' })).toBe('/x/y');
+    expect(runtimeDir({ RUNTIME_DIRECTORY: '/run/sesame:/run/other' })).toBe('/run/sesame');
+    if (process.getuid?.() === 0) expect(runtimeDir({})).toBe('/run/sesame');
+    else expect(runtimeDir({ XDG_RUNTIME_DIR: '/run/user/1000' })).toBe('/run/user/1000/sesame');
   });
 
   it('refuses a runtime dir that is a symlink or writable by others', () => {

@@ -69,9 +69,15 @@ export function netnsId(): string {
   return 'host';
 }
 
-/** /run/sesame for root, $XDG_RUNTIME_DIR/sesame otherwise (a private temp dir when that is unset). */
+/**
+ * SESAME_RUNTIME_DIR; else systemd's RuntimeDirectory= ($RUNTIME_DIRECTORY,
+ * /run/sesame for sesame.service); else /run/sesame for root,
+ * $XDG_RUNTIME_DIR/sesame otherwise (a private temp dir when that is unset).
+ */
 export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.SESAME_RUNTIME_DIR) return env.SESAME_RUNTIME_DIR;
+  const systemd = env.RUNTIME_DIRECTORY?.split(':')[0];
+  if (systemd && path.isAbsolute(systemd)) return systemd;
   const uid = process.getuid?.() ?? 0;
   if (uid === 0) return '/run/sesame';
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'sesame');
@@ -88,7 +94,8 @@ export function ensureLockDir(dir: string, mode: number): void {
   const st = lstatSync(dir);
   if (st.isSymbolicLink() || !st.isDirectory()) throw new Error(`runtime directory ${dir} is a symlink or not a directory; remove it (sesame creates it)`);
   const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) throw new Error(`runtime directory ${dir} belongs to uid ${st.uid}, not to this user (${uid}); remove it or set SESAME_RUNTIME_DIR`);
+  // Root also uses the directory of sesame.service (owned by its user, 0700): its locks are the ones to see.
+  if (uid !== undefined && uid !== 0 && st.uid !== uid) throw new Error(`runtime directory ${dir} belongs to uid ${st.uid}, not to this user (${uid}); remove it or set SESAME_RUNTIME_DIR`);
   if ((st.mode & 0o022) !== 0) throw new Error(`runtime directory ${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}); chmod go-w ${dir}`);
 }
 
