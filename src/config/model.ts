@@ -111,6 +111,8 @@ export interface GatewayConfig {
   maxPacketAgeSec: number;
   /** Replay store on/off (ENABLE_DIGEST_PERSISTENCE). */
   replayProtection: boolean;
+  /** With aging off: how long replay entries are kept (packets older are refused); default 1 day. */
+  replayRetentionSec?: number;
   /** State directory (replay store, grant state); --state-dir / SESAME_STATE_DIR override. */
   stateDir: string;
   /** Per-source packet rate limit before any crypto. */

@@ -291,13 +291,14 @@ export const backendSchema = z.discriminatedUnion('kind', [
 ]);
 export type BackendInput = z.output<typeof backendSchema>;
 
-export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, rate_limit, log, backend, rules, doors';
+export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, replay_retention, rate_limit, log, backend, rules, doors';
 
 export const configSchema = strict({
   listen: listen().optional(),
   state_dir: absolutePath().optional(),
   max_packet_age: int(0, 100000, 'seconds (0 turns packet aging off)').optional(),
   replay_protection: bool().optional(),
+  replay_retention: int(60, 366 * 86_400, 'seconds replay entries are kept with aging off (packets older are refused)').optional(),
   rate_limit: strict({
     packets_per_second: int(1, 1_000_000, 'packets per second').optional(),
     burst: int(1, 1_000_000, 'packets').optional(),

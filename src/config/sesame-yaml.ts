@@ -6,6 +6,7 @@
 //   state_dir: /var/lib/sesame
 //   max_packet_age: 120            # seconds; 0 = off
 //   replay_protection: true
+//   replay_retention: 86400        # seconds; with aging off, packets older are refused
 //   rate_limit: { packets_per_second: 20, burst: 40 }
 //   log: { format: json, level: info }
 //   backend:                       # default: { kind: nftables, mode: guard }
@@ -160,6 +161,7 @@ class Builder {
       rules,
       maxPacketAgeSec,
       replayProtection,
+      ...(c.replay_retention !== undefined ? { replayRetentionSec: c.replay_retention } : {}),
       stateDir: c.state_dir ?? DEFAULTS.stateDir,
       rateLimit: {
         packetsPerSecond: c.rate_limit?.packets_per_second ?? CONFIG_DEFAULTS.rateLimit.packetsPerSecond,

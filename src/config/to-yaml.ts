@@ -106,6 +106,7 @@ export function gatewayConfigToYaml(cfg: GatewayConfig, opts: { header?: string[
     state_dir: cfg.stateDir,
     max_packet_age: cfg.maxPacketAgeSec,
     replay_protection: cfg.replayProtection,
+    ...(cfg.replayRetentionSec !== undefined ? { replay_retention: cfg.replayRetentionSec } : {}),
     rate_limit: { packets_per_second: cfg.rateLimit.packetsPerSecond, burst: cfg.rateLimit.burst },
     log: { format: cfg.log.format, level: cfg.log.level },
     backend: backendYaml(cfg.backend),

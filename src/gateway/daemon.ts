@@ -13,7 +13,7 @@ import { Logger, RejectionLog } from './log.js';
 import { Pipeline, type Decision } from './pipeline.js';
 import { unmapAddress } from './policy.js';
 import { RateLimiter } from './ratelimit.js';
-import { ReplayStore } from './replay-store.js';
+import { openReplayStore, StateWriteError, type ReplayNote, type ReplayStore } from './replay-store.js';
 import { ensureStateDir } from './state.js';
 import { keepEstablished, mergeRulesets } from './established.js';
 import type { Door } from '../knockd/door.js';
@@ -46,7 +46,7 @@ export class Gateway {
   private readonly backends = new Map<string, Backend>();
   private readonly rejections: RejectionLog;
   private readonly grants: GrantManager;
-  private readonly replay: ReplayStore | undefined;
+  private replay: ReplayStore | undefined;
   private readonly pipeline: Pipeline;
   private limiter: RateLimiter;
   private cfg: GatewayConfig;
@@ -58,7 +58,6 @@ export class Gateway {
     const log = opts.log;
     this.rejections = new RejectionLog(log);
     ensureStateDir(cfg.stateDir);
-    this.replay = cfg.replayProtection ? new ReplayStore(cfg.stateDir, cfg.maxPacketAgeSec) : undefined;
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
     this.grants = new GrantManager(cfg.stateDir, (n) => this.backends.get(n), log);
     this.pipeline = new Pipeline({
@@ -66,7 +65,8 @@ export class Gateway {
       maxAgeSec: () => this.cfg.maxPacketAgeSec,
       // A reload replaces the limiter; the pipeline always asks the current one.
       limiter: { allow: (s: string) => this.limiter.allow(s) },
-      ...(this.replay ? { replay: this.replay } : {}),
+      // Replay protection can be switched on and off by a reload.
+      replay: () => this.replay,
     });
   }
 
@@ -83,7 +83,7 @@ export class Gateway {
   private async init(): Promise<void> {
     const log = this.opts.log;
     for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
-    this.replay?.open();
+    this.replay = openReplayStore(this.cfg, this.replayNote);
     // A firewall reload that wiped sesame's table may have brought new host rules: check those too.
     const main = this.opts.backend ?? Gateway.createMainBackend(this.cfg, this.opts, () => { this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger()); });
     this.backends.set(MAIN, main);
@@ -175,6 +175,16 @@ export class Gateway {
       grants = grants.map((g) => ({ ...g, timeoutSec: secs, expiresAt: Date.now() + secs * 1000 }));
     }
     const b = this.backends.get(backendName)!;
+    try {
+      this.grants.record(grants, backendName);
+    } catch (e) {
+      if (!(e instanceof StateWriteError)) throw e;
+      // Fail closed: a grant the journal cannot hold is not made (no firewall change).
+      this.stats.granted--;
+      this.stats.rejected++;
+      this.rejections.reject(src, 'state_write_failed', { rule: d.rule.name, detail: e.message });
+      return;
+    }
     this.opts.log.info('grant', {
       src,
       allow: d.allowIp,
@@ -186,7 +196,7 @@ export class Gateway {
       rule: d.rule.name,
       user: d.message.username,
     });
-    void this.grants.apply(grants, backendName);
+    void this.grants.apply(grants, backendName, true);
   }
 
   private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string): Promise<void> {
@@ -209,10 +219,16 @@ export class Gateway {
     for (const r of cfg.rules) if (r.cmdCycle) await this.backends.get(`cmd:${r.name}`)!.init();
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
     this.replay?.setWindow(cfg.maxPacketAgeSec);
+    if (cfg.replayProtection !== (this.replay !== undefined)) {
+      this.replay?.close();
+      this.replay = openReplayStore({ ...cfg, stateDir: this.cfg.stateDir }, this.replayNote);
+    }
     this.cfg = { ...cfg, backend: this.cfg.backend, listeners: this.cfg.listeners };
     for (const w of cfg.warnings) this.opts.log.warn('config_warning', { message: w });
     this.opts.log.info('reloaded', { rules: cfg.rules.length });
   }
+
+  private readonly replayNote: ReplayNote = (level, event, fields) => this.opts.log.log(level, event, fields);
 
   listGrants() {
     return this.grants.list();

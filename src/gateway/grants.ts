@@ -7,11 +7,19 @@
 // and what the firewall holds beyond the journal is adopted. Opening is
 // asynchronous: a slow firewall never blocks packet handling. Closing on time
 // is the backend's job when it cannot expire grants itself.
-import { closeSync, writeSync } from 'node:fs';
+//
+// The journal is written with state-files.ts: an append is complete or its
+// torn tail is cut before the next one, so a full disk refuses the grant
+// (StateWriteError from record(), no firewall change) instead of crashing
+// the daemon, and the journal recovers when space returns. A damaged journal
+// is named in one line at start; the firewall's own list is then the truth.
 import path from 'node:path';
 import { grantKey, type Backend, type Grant } from '../backends/backend.js';
 import type { Logger } from './log.js';
-import { openStateAppend, readStateFile, writeFileAtomic } from './state.js';
+import { AppendLog, kindOf, moveAside, readBounded, rewriteFile } from './state-files.js';
+
+/** A journal larger than this is damage, not state (about 500,000 grants). */
+const MAX_JOURNAL_BYTES = 256 * 1024 * 1024;
 
 interface Entry { grant: Grant; backend: string }
 
@@ -21,7 +29,7 @@ const EXPIRY_TICK_MS = 250;
 export class GrantManager {
   private readonly live = new Map<string, Entry>();
   private readonly file: string;
-  private fd: number | undefined;
+  private journalLog: AppendLog;
   private journalLines = 0;
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;
@@ -34,6 +42,7 @@ export class GrantManager {
     private readonly now: () => number = Date.now,
   ) {
     this.file = path.join(stateDir, 'grants.log');
+    this.journalLog = new AppendLog(this.file, false);
   }
 
   /** Re-apply what the last run left: close expired grants, re-open live ones the firewall lost, adopt the firewall's own. */
@@ -74,14 +83,27 @@ export class GrantManager {
     this.log.info('grants_restored', { restored, closed_expired: closed, adopted });
   }
 
-  /** Record and open grants; resolves when the firewall holds them (callers need not wait). */
-  apply(grants: Grant[], backendName: string): Promise<void> {
+  /**
+   * Journal grants before the firewall is touched; throws StateWriteError when
+   * the journal cannot take them (then nothing is recorded and the caller refuses).
+   */
+  record(grants: Grant[], backendName: string): void {
+    const entries = grants.map((g) => ({ grant: g, backend: backendName }));
+    this.journalLog.append(entries.map((e) => JSON.stringify(e) + '\n').join(''));
+    this.journalLines += entries.length;
+    for (const e of entries) this.live.set(grantKey(e.grant), e);
+  }
+
+  /** Record (see record()) and open grants; resolves when the firewall holds them (callers need not wait). */
+  apply(grants: Grant[], backendName: string, recorded = false): Promise<void> {
     const b = this.backends(backendName);
     if (!b) return Promise.reject(new Error(`no backend ${backendName}`));
-    for (const g of grants) {
-      const e = { grant: g, backend: backendName };
-      this.live.set(grantKey(g), e);
-      this.journal(e);
+    if (!recorded) {
+      try {
+        this.record(grants, backendName);
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
     }
     if (grants.some((g) => g.expiresAt < this.armedFor)) this.arm();
     const p = Promise.all(grants.map((g) => b.open(g).catch((err) => {
@@ -105,41 +127,53 @@ export class GrantManager {
 
   private readJournal(): Map<string, Entry> {
     const out = new Map<string, Entry>();
-    let text: string | undefined;
+    const kind = kindOf(this.file);
+    if (kind === 'missing') return out;
+    const damaged = (problem: string, aside?: string): void => this.log.warn('grant_journal_damaged', {
+      file: this.file, problem,
+      message: `grants.log ${problem}${aside ? `; moved aside to ${aside}` : ''}; the firewall's own list is taken as the live grants`,
+    });
+    let buf: Buffer | undefined;
     try {
-      text = readStateFile(this.file);
+      if (kind !== 'file') throw Object.assign(new Error(`is a ${kind}, not a regular file`), { code: 'ENOTREG' });
+      buf = readBounded(this.file, MAX_JOURNAL_BYTES);
     } catch (e) {
-      this.log.warn('state_unreadable', { file: this.file, error: (e as Error).message });
+      let aside: string | undefined;
+      try { aside = moveAside(this.file, 'damaged'); } catch { /* the rewrite at the end of restore() replaces it, or says why not */ }
+      damaged((e as NodeJS.ErrnoException).code === 'ETOOBIG' ? `is too large (${(e as Error).message})` : (e as Error).message, aside);
       return out;
     }
-    if (text === undefined) return out;
+    if (!buf) return out;
     let bad = 0;
-    for (const line of text.split('\n')) {
+    let firstBad = 0;
+    let lineNo = 0;
+    for (const line of buf.toString('utf8').split('\n')) {
+      lineNo++;
       if (!line) continue;
       try {
         const e = JSON.parse(line) as Entry;
         if (!e?.grant || typeof e.grant.expiresAt !== 'number' || typeof e.backend !== 'string') throw new Error('incomplete');
         out.set(grantKey(e.grant), e); // a later line (a refresh) wins
       } catch {
-        bad++; // a line cut short by a crash
+        bad++; // a line cut short by a crash, or damage
+        firstBad ||= lineNo;
       }
     }
-    if (bad > 0) this.log.warn('state_lines_skipped', { file: this.file, lines: bad });
+    if (bad > 0) damaged(`has ${bad} unreadable line(s), the first at line ${firstBad}`);
     return out;
   }
 
-  private journal(e: Entry): void {
-    if (this.fd === undefined) this.fd = openStateAppend(this.file);
-    writeSync(this.fd, JSON.stringify(e) + '\n');
-    this.journalLines++;
-  }
-
-  /** Rewrite the journal with only the live grants. */
+  /** Rewrite the journal with only the live grants; a full disk keeps the old journal (appends go on). */
   private compact(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
-    writeFileAtomic(this.file, [...this.live.values()].map((e) => JSON.stringify(e) + '\n').join(''));
+    this.journalLog.close();
+    try {
+      rewriteFile(this.file, [...this.live.values()].map((e) => JSON.stringify(e) + '\n').join(''));
+    } catch (e) {
+      this.log.warn('grant_journal_compact_failed', { file: this.file, error: (e as Error).message });
+    }
+    // Also after a failure: the next attempt waits for as many new lines again (no warning per expiry pass).
     this.journalLines = this.live.size;
+    this.journalLog = new AppendLog(this.file, false);
   }
 
   /** One timer for the earliest expiry, rounded up to a tick. */

@@ -9,10 +9,10 @@ import { checkWire, decryptAndDecode, RIJNDAEL_PREFIX, replayDigest, verifyHmac,
 import type { SpaMessage } from '../spa/message.js';
 import type { Grant } from '../backends/backend.js';
 import { authorize, type PolicyReason } from './policy.js';
-import type { ReplayStore } from './replay-store.js';
+import { StateWriteError, type ReplayStore } from './replay-store.js';
 import type { RejectionReason } from '../spa/result.js';
 
-export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired';
+export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired' | 'before_replay_floor' | 'state_write_failed';
 
 export type Decision =
   | { kind: 'reject'; reason: GatewayReason; detail: string; rule?: string; fields?: Record<string, unknown> }
@@ -24,7 +24,8 @@ export interface PipelineDeps {
   maxAgeSec: () => number;
   /** Per-source budget checked before any crypto (RateLimiter, or a stand-in). */
   limiter?: { allow(source: string): boolean };
-  replay?: ReplayStore;
+  /** The replay store, or a getter for the current one (it can be switched on and off by a reload). */
+  replay?: ReplayStore | (() => ReplayStore | undefined);
   now?: () => number;
 }
 
@@ -52,6 +53,8 @@ export class Pipeline {
     };
     let digest: string | undefined;
     let burned = false;
+    const r = this.deps.replay;
+    const replay = typeof r === 'function' ? r() : r;
     for (const rule of candidates) {
       if (rule.expiresAtSec !== undefined && nowMs / 1000 > rule.expiresAtSec) {
         note({ kind: 'reject', reason: 'rule_expired', detail: 'the access rule has expired', rule: rule.name });
@@ -69,15 +72,23 @@ export class Pipeline {
         note({ kind: 'reject', reason: 'too_long_for_stanza', detail: `${payload.length} characters; only rules that allow commands accept ${LONG_PACKET} or more`, rule: rule.name });
         continue;
       }
-      if (this.deps.replay && !burned) {
+      if (replay && !burned) {
         digest ??= replayDigest(payload);
-        if (this.deps.replay.has(digest)) return { kind: 'reject', reason: 'replay', detail: 'this packet was already used', rule: rule.name };
+        if (replay.has(digest)) return { kind: 'reject', reason: 'replay', detail: 'this packet was already used', rule: rule.name };
       }
       const dec = decryptAndDecode(full, rule.key, rule.encryptionMode);
       if (!dec.ok) { note({ kind: 'reject', reason: dec.reason, detail: dec.detail, rule: rule.name }); continue; }
-      if (this.deps.replay && !burned) {
-        // Burned once it decrypts, before any later check, as fwknopd does.
-        this.deps.replay.add(digest!, dec.value.timestamp);
+      if (replay && !burned) {
+        // A packet older than what the store can vouch for may be a forgotten one: refused, whatever the window.
+        const admitted = replay.admits(dec.value.timestamp);
+        if (!admitted.ok) return { kind: 'reject', reason: 'before_replay_floor', detail: admitted.detail, rule: rule.name };
+        // Burned once it decrypts, before any later check, as fwknopd does; no grant without its entry on disk.
+        try {
+          replay.add(digest!, dec.value.timestamp);
+        } catch (e) {
+          if (!(e instanceof StateWriteError)) throw e;
+          return { kind: 'reject', reason: 'state_write_failed', detail: e.message, rule: rule.name };
+        }
         burned = true;
       }
       const pol = authorize(dec.value, rule, { source, nowMs, maxAgeSec: this.deps.maxAgeSec(), ...(destination ? { destination } : {}) });
