@@ -96,9 +96,11 @@ export class ReplayStore {
     let goodBytes = 0;
     if (kind === 'missing') {
       const firstStart = kindOf(path.join(this.dir, 'grants.log')) === 'missing';
-      this.raiseFloor(t);
+      // Timestamps are whole seconds: the second the loss is found is refused too (a packet used in it may be lost).
+      // A first start (an empty state directory) only refuses what is older than itself.
+      this.raiseFloor(firstStart ? t : t + 1);
       this.note(firstStart ? 'info' : 'warn', firstStart ? 'replay_store_created' : 'replay_store_missing', {
-        file: this.file, refused_before: iso(t),
+        file: this.file, refused_before: iso(this.floorSec),
         message: firstStart ? 'new replay store' : 'replay.log is missing (deleted?): packets stamped before the start are refused',
       });
     } else if (kind !== 'file') {
@@ -120,10 +122,10 @@ export class ReplayStore {
       }
     }
     if (damage !== undefined) {
-      this.raiseFloor(t);
+      this.raiseFloor(t + 1);
       this.note('warn', 'replay_store_damaged', {
-        file: this.file, problem: damage, refused_before: iso(t),
-        message: `replay.log ${damage}${aside ? `; moved aside to ${aside}` : ''}; packets stamped before ${iso(t)} are refused (any replay is of an older packet)`,
+        file: this.file, problem: damage, refused_before: iso(t + 1),
+        message: `replay.log ${damage}${aside ? `; moved aside to ${aside}` : ''}; packets stamped before ${iso(t + 1)} are refused (any replay is of an older packet)`,
       });
     }
     this.log = new AppendLog(this.file, true, this.sys, kind === 'file' && !aside ? goodBytes : 0);
@@ -281,8 +283,8 @@ export class ReplayStore {
       return first;
     }
     if (line === '!off') {
-      this.raiseFloor(this.now());
-      this.note('info', 'replay_protection_enabled', { refused_before: iso(this.now()), message: 'replay protection was off: packets stamped before now are refused' });
+      this.raiseFloor(this.now() + 1);
+      this.note('info', 'replay_protection_enabled', { refused_before: iso(this.now() + 1), message: 'replay protection was off: packets stamped before now are refused' });
       return true;
     }
     const sp = line.indexOf(' ');
