@@ -17,6 +17,7 @@ import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 import { encodePacket, replayDigest } from '../src/spa/packet.js';
+import { replayKey } from '../src/gateway/replay-store.js';
 
 const KEY = Buffer.from(KEY_B64, 'base64');
 const HMAC = Buffer.from(HMAC_B64, 'base64');
@@ -142,7 +143,7 @@ describeWith('durable state: the real daemon under faults (log backend, loopback
     // (A line or two can still fit in the file's last page; those are granted, and complete on disk.)
     const replayLog = readFileSync(path.join(stateDir, 'replay.log'), 'utf8');
     const granted = new Set(d.events('grant').map((e) => String(e.allow)));
-    for (const k of used) if (granted.has(k.allow)) expect(replayLog).toContain(replayDigest(k.wire));
+    for (const k of used) if (granted.has(k.allow)) expect(replayLog).toContain(replayKey(replayDigest(k.wire)));
     expect(during.slice(-40).filter((k) => granted.has(k.allow))).toEqual([]);
 
     // Space returns: knocks are granted again, without a restart.

@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { AccessRule } from '../src/config/model.js';
 import { parseAddressList } from '../src/config/address.js';
 import { Pipeline } from '../src/gateway/pipeline.js';
-import { ReplayStore, openReplayStore, type ReplayNote } from '../src/gateway/replay-store.js';
+import { ReplayStore, openReplayStore, replayKey, type ReplayNote } from '../src/gateway/replay-store.js';
 import { realSyscalls, type WriteSyscalls } from '../src/gateway/state-files.js';
 import { encodePacket, replayDigest } from '../src/spa/packet.js';
 
@@ -98,7 +98,7 @@ describe('replay store: full disk and short writes', () => {
     const wires = Array.from({ length: 20 }, () => packet(T0));
     for (const w of wires) expect(rig.handle(w).kind).toBe('grant');
     const text = readFileSync(rig.store.file, 'utf8');
-    for (const w of wires) expect(text).toContain(`${replayDigest(w)} ${T0}\n`);
+    for (const w of wires) expect(text).toContain(`${replayKey(replayDigest(w))} ${T0}\n`);
     rig.restart();
     expect(rig.seen.list.filter((n) => n.level === 'warn')).toEqual([]);
     for (const w of wires) expect(rig.handle(w)).toMatchObject({ kind: 'reject', reason: 'replay' });
@@ -121,8 +121,8 @@ describe('replay store: full disk and short writes', () => {
     expect(rig.handle(after).kind).toBe('grant');
     const text = readFileSync(rig.store.file, 'utf8');
     // Every line whole: no fragment merged into the next entry; the refused packets were written too.
-    for (const line of text.trimEnd().split('\n')) expect(line).toMatch(/^(!sesame-replay 2|!floor -?\d+|[A-Za-z0-9+/]{43} \d+)$/);
-    for (const w of [before, ...during, after]) expect(text).toContain(replayDigest(w));
+    for (const line of text.trimEnd().split('\n')) expect(line).toMatch(/^(!sesame-replay 2|!floor -?\d+|[A-Za-z0-9+/]{16} \d+)$/);
+    for (const w of [before, ...during, after]) expect(text).toContain(replayKey(replayDigest(w)));
     rig.restart();
     expect(rig.seen.list.filter((n) => n.event === 'replay_store_damaged')).toEqual([]);
     for (const w of [before, ...during, after]) expect(rig.handle(w).kind).toBe('reject');

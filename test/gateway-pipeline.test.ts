@@ -110,7 +110,7 @@ describe('replay store', () => {
     const p2 = pipeline([rule()], { replay: again });
     expect(p2.handle(w, '198.51.100.2')).toMatchObject({ reason: 'replay' });
     expect(p2.handle(late, '198.51.100.2')).toMatchObject({ reason: 'replay' });
-    expect(readFileSync(again.file, 'utf8')).toContain(replayDigest(w));
+    expect(readFileSync(again.file, 'utf8')).toContain(replayDigest(w).slice(0, 16));
     again.close();
   });
   it('prunes entries once the packet is outside the window', () => {
