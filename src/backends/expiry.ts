@@ -3,6 +3,13 @@
 // expiresItself is false, the BACKEND owns the close timers (the gateway does
 // not schedule closes); closes happen on time with one timer armed for the
 // earliest expiry, never by polling the firewall.
+//
+// Expiry dates are wall-clock times (they are what the journal and the logs
+// carry), but the timer runs on monotonic time (issue 10 item 4): when an
+// entry is scheduled, its remaining time is taken from the wall clock once
+// and counted down on performance.now, so a wall-clock step back of an hour
+// does not keep a grant open an hour longer (nor does a step forward close
+// it early).
 
 /** Node's setTimeout cannot wait longer than this; longer waits are re-armed. */
 const MAX_DELAY_MS = 2 ** 31 - 1;
@@ -11,6 +18,8 @@ export interface ExpiryEntry<T> { key: string; expiresAt: number; item: T }
 
 export class ExpiryTimer<T> {
   private readonly entries = new Map<string, ExpiryEntry<T>>();
+  /** key -> monotonic due time (ms). */
+  private readonly due = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;
   private stopped = false;
@@ -28,11 +37,13 @@ export class ExpiryTimer<T> {
     private readonly onError: (e: unknown) => void = () => undefined,
     private readonly now: () => number = Date.now,
     private readonly batchMs = 0,
+    private readonly mono: () => number = () => performance.now(),
   ) {}
 
   /** Add or move an entry; the timer is re-armed if it becomes the earliest. */
   schedule(key: string, expiresAt: number, item: T): void {
     this.entries.set(key, { key, expiresAt, item });
+    this.due.set(key, this.mono() + (expiresAt - this.now()));
     this.arm();
   }
 
@@ -41,6 +52,7 @@ export class ExpiryTimer<T> {
     const e = this.entries.get(key);
     if (e) {
       this.entries.delete(key);
+      this.due.delete(key);
       this.arm();
     }
     return e;
@@ -68,7 +80,7 @@ export class ExpiryTimer<T> {
 
   private earliest(): number {
     let min = Infinity;
-    for (const e of this.entries.values()) if (e.expiresAt < min) min = e.expiresAt;
+    for (const d of this.due.values()) if (d < min) min = d;
     return min;
   }
 
@@ -80,7 +92,7 @@ export class ExpiryTimer<T> {
     this.timer = undefined;
     this.armedFor = next;
     if (next === Infinity) return;
-    const wait = Math.max(0, next - this.now());
+    const wait = Math.max(0, next - this.mono());
     const delay = Math.min(this.batchMs > 0 ? Math.ceil(wait / this.batchMs) * this.batchMs + 1 : wait, MAX_DELAY_MS);
     this.timer = setTimeout(() => this.fire(), delay);
     // The daemon's sockets keep the process alive; a timer alone must not.
@@ -90,10 +102,10 @@ export class ExpiryTimer<T> {
   private fire(): void {
     this.timer = undefined;
     this.armedFor = Infinity;
-    const now = this.now();
+    const now = this.mono();
     const due: ExpiryEntry<T>[] = [];
-    for (const e of this.entries.values()) if (e.expiresAt <= now) due.push(e);
-    for (const e of due) this.entries.delete(e.key);
+    for (const [k, d] of this.due) if (d <= now) due.push(this.entries.get(k)!);
+    for (const e of due) { this.entries.delete(e.key); this.due.delete(e.key); }
     this.arm();
     if (due.length === 0) return;
     due.sort((a, b) => a.expiresAt - b.expiresAt);

@@ -1,0 +1,112 @@
+// Monotonic time for expiry timers and the rate limiter (issue 10 item 4):
+// the ExpiryTimer against a model under schedules, cancels, the passing of
+// time and wall-clock steps of an hour either way (property test, fake
+// timers: Date is stepped without moving performance.now, as a clock step
+// does); the rate limiter under a clock step back (no lockout) and its LRU
+// eviction when the map is full (bounded, known sources keep their budget).
+import fc from 'fast-check';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { ExpiryTimer } from '../src/backends/expiry.js';
+import { RateLimiter } from '../src/gateway/ratelimit.js';
+
+describe('ExpiryTimer on monotonic time (property, against a model)', () => {
+  beforeEach(() => { vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] }); });
+  afterEach(() => { vi.useRealTimers(); });
+
+  type Op =
+    | { op: 'schedule'; key: number; ms: number }
+    | { op: 'cancel'; key: number }
+    | { op: 'advance'; ms: number }
+    | { op: 'step'; ms: number };
+  const ops = fc.array(fc.oneof(
+    fc.record({ op: fc.constant('schedule' as const), key: fc.integer({ min: 0, max: 5 }), ms: fc.integer({ min: 0, max: 5000 }) }),
+    fc.record({ op: fc.constant('cancel' as const), key: fc.integer({ min: 0, max: 5 }) }),
+    fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 0, max: 3000 }) }),
+    fc.record({ op: fc.constant('step' as const), ms: fc.constantFrom(-3_600_000, 3_600_000, -1000, 1000) }),
+  ), { minLength: 1, maxLength: 40 });
+
+  it('fires every entry when its time has passed on the monotonic clock, never early, never late, whatever the wall clock does', () => {
+    fc.assert(fc.property(ops, (list) => {
+      vi.setSystemTime(1_795_000_000_000);
+      const fired: { key: string; at: number }[] = [];
+      const timer = new ExpiryTimer<string>((due) => { for (const e of due) fired.push({ key: e.key, at: performance.now() }); });
+      const model = new Map<string, number>(); // key -> monotonic due
+      for (const o of list) {
+        if (o.op === 'schedule') {
+          const key = `k${o.key}`;
+          timer.schedule(key, Date.now() + o.ms, key);
+          model.set(key, performance.now() + o.ms);
+        } else if (o.op === 'cancel') {
+          timer.cancel(`k${o.key}`);
+          model.delete(`k${o.key}`);
+        } else if (o.op === 'advance') {
+          vi.advanceTimersByTime(o.ms);
+        } else {
+          vi.setSystemTime(Date.now() + o.ms); // a wall-clock step: timers and performance.now do not move
+        }
+        // Whatever fired was due, and fired on time (fake timers fire exactly at the due ms).
+        for (const f of fired.splice(0)) {
+          const due = model.get(f.key);
+          expect(due, `${f.key} fired but was not scheduled`).toBeDefined();
+          expect(f.at).toBeGreaterThanOrEqual(due!);
+          expect(f.at - due!).toBeLessThanOrEqual(1);
+          model.delete(f.key);
+        }
+        // Whatever is due has fired (setTimeout's resolution: 1 ms).
+        for (const [k, due] of model) expect(due + 1 > performance.now(), `${k} overdue`).toBe(true);
+      }
+      timer.stop();
+    }), { numRuns: 300, seed: 4242 });
+  });
+
+  it('closes a 3 s grant at 3 s even when the wall clock steps back an hour right after', () => {
+    vi.setSystemTime(1_795_000_000_000);
+    const fired: number[] = [];
+    const t0 = performance.now();
+    const timer = new ExpiryTimer<string>(() => { fired.push(performance.now() - t0); });
+    timer.schedule('g', Date.now() + 3000, 'g');
+    vi.setSystemTime(Date.now() - 3_600_000);
+    vi.advanceTimersByTime(3500);
+    expect(fired).toEqual([3000]);
+    timer.stop();
+  });
+});
+
+describe('RateLimiter on monotonic time', () => {
+  it('a wall-clock step back of an hour does not lock a known source out', () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    try {
+      vi.setSystemTime(1_795_000_000_000);
+      const rl = new RateLimiter(10, 5);
+      for (let i = 0; i < 5; i++) expect(rl.allow('198.51.100.2')).toBe(true);
+      expect(rl.allow('198.51.100.2')).toBe(false);
+      vi.setSystemTime(Date.now() - 3_600_000);
+      vi.advanceTimersByTime(1000);
+      expect(rl.allow('198.51.100.2')).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('when full, evicts only refilled least-recently-used buckets; new sources share the overflow otherwise', () => {
+    let t = 0;
+    const rl = new RateLimiter(10, 5, 100, () => t);
+    for (let i = 0; i < 100; i++) rl.allow(`198.51.100.${i}`);
+    expect(rl.size).toBe(100);
+    // Full, nothing refilled: a new source goes to the overflow bucket (the map does not grow).
+    expect(rl.allow('2001:db8::1')).toBe(true);
+    expect(rl.size).toBe(100);
+    // A known source keeps its own bucket (4 tokens left).
+    for (let i = 0; i < 4; i++) expect(rl.allow('198.51.100.50')).toBe(true);
+    expect(rl.allow('198.51.100.50')).toBe(false);
+    t += 600; // everyone refilled (5 tokens at 10/s)
+    expect(rl.allow('198.51.100.50')).toBe(true); // touched: now the most recently used (4 tokens left)
+    for (let i = 0; i < 1000; i++) rl.allow(`2001:db8::${(i + 2).toString(16)}`);
+    expect(rl.size).toBe(100);
+    // The refilled, least recently used buckets went first; the one touched last kept its own budget
+    // (exactly 4 more, where the shared overflow bucket would give more).
+    let own = 0;
+    while (rl.allow('198.51.100.50') && own < 50) own++;
+    expect(own).toBe(4);
+  });
+});
