@@ -29,6 +29,8 @@ export interface RunResult {
   timedOut: boolean;
   /** Set when the program could not be started at all (e.g. ENOENT). */
   spawnError?: string;
+  /** Set when stdout went beyond maxOutput and the rest was dropped. */
+  truncated?: true;
 }
 
 /** Argv prefix that runs a program inside a network namespace (tests); empty in production. */
@@ -137,6 +139,8 @@ export function runProgram(file: string, args: string[], opts: RunOptions = {}, 
         stdout: Buffer.concat(out).toString('utf8'),
         stderr,
         timedOut,
+        // Output beyond maxOutput was dropped: callers that parse it must not trust it.
+        ...(truncated ? { truncated: true } : {}),
         ...(spawnError !== undefined ? { spawnError } : {}),
       });
     };
@@ -152,7 +156,8 @@ export function runProgram(file: string, args: string[], opts: RunOptions = {}, 
       : undefined;
     let drainTimer: NodeJS.Timeout | undefined;
 
-    child.stdout?.on('data', (b: Buffer) => { if (outLen < limit) { out.push(b); outLen += b.length; } });
+    let truncated = false;
+    child.stdout?.on('data', (b: Buffer) => { if (outLen < limit) { out.push(b); outLen += b.length; } else truncated = true; });
     child.stderr?.on('data', (b: Buffer) => { if (errLen < limit) { err.push(b); errLen += b.length; } });
     child.on('error', (e) => { finish(e.message); });
     child.on('exit', (code, signal) => {

@@ -42,18 +42,23 @@ export class ExpiryTimer<T> {
 
   /** Add or move an entry; the timer is re-armed if it becomes the earliest. */
   schedule(key: string, expiresAt: number, item: T): void {
+    const was = this.due.get(key);
+    const due = this.mono() + (expiresAt - this.now());
     this.entries.set(key, { key, expiresAt, item });
-    this.due.set(key, this.mono() + (expiresAt - this.now()));
-    this.arm();
+    this.due.set(key, due);
+    // O(1) unless the earliest entry moved later (then one scan): 50,000 grants scheduled at start stay linear.
+    if (was !== undefined && was <= this.armedFor && due > was) this.arm();
+    else if (due < this.armedFor) this.arm(due);
   }
 
   /** Remove an entry without firing it; returns it if it was there. */
   cancel(key: string): ExpiryEntry<T> | undefined {
     const e = this.entries.get(key);
     if (e) {
+      const was = this.due.get(key)!;
       this.entries.delete(key);
       this.due.delete(key);
-      this.arm();
+      if (was <= this.armedFor) this.arm();
     }
     return e;
   }
@@ -84,9 +89,10 @@ export class ExpiryTimer<T> {
     return min;
   }
 
-  private arm(): void {
+  /** Re-arm for the earliest entry (scanning for it unless the caller knows it). */
+  private arm(known?: number): void {
     if (this.stopped) return;
-    const next = this.earliest();
+    const next = known ?? this.earliest();
     if (next === this.armedFor && this.timer) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;

@@ -47,6 +47,7 @@ import {
   DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
+import { chainRepairScript, damagedChain } from './nftables-repair.js';
 
 export type NftablesConfig = Extract<BackendConfig, { kind: 'nftables' }>;
 
@@ -187,9 +188,15 @@ class Nft {
     if (r.code !== 0) throw new Error(`nft -f failed: ${describeFailure(r)}`);
   }
 
-  /** `nft -j list ...`; undefined when the object does not exist. */
-  async list(args: string[]): Promise<Record<string, unknown>[] | undefined> {
-    const r = await runProgram(this.nft, ['-j', 'list', ...args], { timeoutMs: this.timeoutMs }, this.prefix);
+  /**
+   * `nft -j list ...`; undefined when the object does not exist. The output
+   * of a table with 50,000 grants and full shield sets is about 15 MB: the
+   * bound is far above that, and output beyond it is an error, never JSON
+   * cut short.
+   */
+  async list(args: string[], terse = false): Promise<Record<string, unknown>[] | undefined> {
+    const r = await runProgram(this.nft, ['-j', ...(terse ? ['-t'] : []), 'list', ...args], { timeoutMs: this.timeoutMs, maxOutput: LIST_MAX_OUTPUT }, this.prefix);
+    if (r.truncated) throw new Error(`nft -j list ${args.join(' ')} printed more than ${LIST_MAX_OUTPUT >> 20} MiB; sesame's table holds more than it can read (flush stale elements with nft flush set)`);
     if (r.code !== 0) {
       if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
       throw new Error(`nft -j list ${args.join(' ')} failed: ${describeFailure(r)}`);
@@ -204,6 +211,9 @@ class Nft {
     return spawnSupervised(argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   }
 }
+
+/** Largest `nft -j list` output read (about 600,000 set elements). */
+const LIST_MAX_OUTPUT = 64 << 20;
 
 /** While nft monitor runs, the periodic existence check runs this seldom. */
 const MONITORED_CHECK_EVERY_MS = 30_000;
@@ -618,8 +628,9 @@ export class NftablesBackend implements Backend {
     }
   }
 
-  private async readOwnTable(): Promise<TableState | undefined> {
-    const objs = await this.nft.list(['table', 'inet', this.table]);
+  /** terse: sets without their elements (structure only; a third of the time at 50,000 grants). */
+  private async readOwnTable(terse = false): Promise<TableState | undefined> {
+    const objs = await this.nft.list(['table', 'inet', this.table], terse);
     return objs ? parseTable(objs, Date.now()) : undefined;
   }
 
@@ -710,11 +721,43 @@ export class NftablesBackend implements Backend {
     return { lines, grants };
   }
 
+  private renderedTable(): string {
+    return renderTable({ table: this.table, guardPorts: this.cfg.guardPorts, nat: this.natEnabled, ...this.opts.ruleset });
+  }
+
+  /** A chain the monitor saw flushed: its rules back at once (no listing first); the full pass follows. */
+  private repairChain(chain: string, deleted: boolean): void {
+    if (!this.guardMode || this.stopped) return;
+    const script = chainRepairScript(this.renderedTable(), this.family, this.table, chain, deleted);
+    if (!script) return;
+    this.nft.apply(script).then(
+      () => this.restored(`chain ${chain} ${deleted ? 'deleted' : 'flushed'} (rules put back)`, 0),
+      () => undefined, // e.g. the table went too: the full pass that follows reloads it
+    );
+  }
+
+  /** One transaction as `nft monitor` reported it (its lines up to "# new generation"). */
+  private onMonitorTransaction(lines: string[], watched: RegExp): void {
+    if (!lines.some((l) => watched.test(l))) return;
+    const lost = new Map<string, boolean>();
+    const added = new Set<string>();
+    for (const l of lines) {
+      const hit = damagedChain(l, this.family, this.table);
+      if (hit) lost.set(hit.chain, (lost.get(hit.chain) ?? false) || hit.deleted);
+      const add = /^add rule (\S+) (\S+) (\S+)/.exec(l);
+      if (add && add[1] === this.family && add[2] === this.table) added.add(add[3]!);
+    }
+    // Rules deleted and not put back in the same transaction: a flush (ours re-add them, so they never loop).
+    for (const [chain, deleted] of lost) if (!added.has(chain)) this.repairChain(chain, deleted);
+    this.requestCheck();
+  }
+
   private async loadTable(now: number): Promise<number> {
-    const table = renderTable({ table: this.table, guardPorts: this.cfg.guardPorts, nat: this.natEnabled, ...this.opts.ruleset });
+    const table = this.renderedTable();
     const { lines, grants } = this.liveElementLines(now);
     await this.nft.apply(table + lines.join('\n') + '\n');
-    this.expected = await this.readOwnTable();
+    // What the watchdog compares against is the structure (and the NAT targets' elements, when there are any).
+    this.expected = await this.readOwnTable(this.natTargets.size === 0);
     return grants;
   }
 
@@ -735,8 +778,24 @@ export class NftablesBackend implements Backend {
     const child = this.nft.spawnMonitor();
     this.monitorChild = child;
     const watched = new RegExp(`^(delete|flush) (table|chain|set|map|rule) ${this.family} ${this.table}\\b`);
+    // Lines are grouped by transaction: nft ends each with "# new generation N by process P";
+    // a quiet 50 ms ends one too (nft versions that do not print it).
+    let txn: string[] = [];
+    let idle: NodeJS.Timeout | undefined;
+    const endTxn = (): void => {
+      if (idle) clearTimeout(idle);
+      idle = undefined;
+      const lines = txn;
+      txn = [];
+      this.onMonitorTransaction(lines, watched);
+    };
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (watched.test(line)) this.requestCheck();
+      if (line.startsWith('# new generation')) { endTxn(); return; }
+      txn.push(line);
+      if (txn.length > 100_000) txn.splice(0, txn.length - 1000); // bounded: a huge transaction keeps its tail
+      if (idle) clearTimeout(idle);
+      idle = setTimeout(endTxn, 50);
+      idle.unref();
     });
     child.stderr?.resume();
     child.on('error', () => undefined);
