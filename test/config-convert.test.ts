@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { readFileSync, statSync } from 'node:fs';
+import { chmodSync, readFileSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { loadFwknopConfig } from '../src/config/fwknop.js';
@@ -79,6 +79,7 @@ describe('config check / convert commands', () => {
   }
 
   it('check -c FILE prints ok', async () => {
+    chmodSync(FIX('example.yaml'), 0o600); // it holds keys inline: git checks it out 0644, which sesame refuses
     const { out } = await run(['config', 'check', '-c', FIX('example.yaml')]);
     expect(out).toBe('ok: 2 rules, backend nftables, listening on 0.0.0.0:62201, [::]:62201\n');
   });
@@ -94,7 +95,7 @@ describe('config check / convert commands', () => {
   });
 
   it('check of a broken file fails with the one-line error', async () => {
-    t = tmpFiles({ 'bad.yaml': 'rules:\n  - source: [any]\n    key: abc\n    hmac_key: abc\n' });
+    t = tmpFiles({ 'bad.yaml': 'rules:\n  - source: [any]\n    key: abcdefgh\n    hmac_key: abcdefgh\n' });
     const err = await run(['config', 'check', '-c', t.p('bad.yaml')]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as Error).message).toBe(`${t.p('bad.yaml')}:4: rules[0].hmac_key: the HMAC key must differ from the encryption key`);
@@ -124,6 +125,8 @@ describe('config check / convert commands', () => {
 
 const bytes = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max }).map((a) => Buffer.from(a));
 const text = fc.string({ minLength: 1, maxLength: 16 }).filter((s) => s.trim() !== '');
+/** A command template: its program (first word) is never a $VARIABLE (config check refuses that). */
+const command = text.filter((s) => !s.trim().split(/\s+/)[0]!.includes('$'));
 const port: fc.Arbitrary<PortSpec> = fc.record({ proto: fc.constantFrom('tcp' as const, 'udp' as const), port: fc.integer({ min: 1, max: 65535 }) });
 const portList = fc.uniqueArray(port, { minLength: 1, maxLength: 4, selector: (p) => `${p.proto}/${p.port}` });
 
@@ -160,13 +163,13 @@ const nat: fc.Arbitrary<NatPolicy> = fc.record({
 });
 
 const rule = (i: number): fc.Arbitrary<AccessRule> => fc.record({
-  mode: fc.constantFrom(...ENCRYPTION_MODES), key: bytes(1, 32), hmac: fc.option(bytes(1, 128), { nil: undefined }),
+  mode: fc.constantFrom(...ENCRYPTION_MODES), key: bytes(8, 32), hmac: fc.option(bytes(8, 128), { nil: undefined }),
   hmacType: fc.constantFrom(...DIGEST_TYPES), sources: ranges, destinations: fc.option(ranges, { nil: undefined }),
   openPorts: fc.option(portList, { nil: undefined }), restrictPorts: fc.oneof(fc.constant([]), portList),
   access: fc.integer({ min: 1, max: 8388608 }), max: fc.integer({ min: 1, max: 8388608 }),
   expires: fc.option(fc.integer({ min: 0, max: 4_000_000_000 }), { nil: undefined }), user: fc.option(text, { nil: undefined }),
   requireSource: fc.boolean(), cmdExec: fc.boolean(),
-  cycle: fc.option(fc.record({ open: text, close: fc.option(text, { nil: undefined }), timer: fc.integer({ min: 0, max: 8388608 }) }), { nil: undefined }),
+  cycle: fc.option(fc.record({ open: command, close: fc.option(command, { nil: undefined }), timer: fc.integer({ min: 0, max: 8388608 }) }), { nil: undefined }),
   nat,
 }).map((r): AccessRule => {
   const key = r.mode === 'legacy' ? r.key.subarray(0, 16) : r.key;
@@ -187,7 +190,7 @@ const backend: fc.Arbitrary<BackendConfig> = fc.oneof(
   fc.record({ table: nftName, family: fc.constantFrom('inet', 'ip', 'ip6'), st: nftName, s4: nftName, s6: fc.option(nftName, { nil: undefined }), guardPorts: portList })
     .map((b): BackendConfig => ({ kind: 'nftables', mode: 'sets', table: b.table, sets: { family: b.family, table: b.st, set4: b.s4, set6: b.s6 ?? '' }, guardPorts: b.guardPorts })),
   fc.record({ chain: nftName, jumpPosition: fc.integer({ min: 1, max: 100 }) }).map((b): BackendConfig => ({ kind: 'iptables', ...b, iptables: '/usr/sbin/iptables', ip6tables: '/sbin/ip6tables' })),
-  fc.record({ open: text, close: fc.option(text, { nil: undefined }), timeoutMs: fc.integer({ min: 1, max: 600000 }) })
+  fc.record({ open: command, close: fc.option(command, { nil: undefined }), timeoutMs: fc.integer({ min: 1, max: 600000 }) })
     .map((b): BackendConfig => ({ kind: 'command', open: b.open, ...(b.close !== undefined ? { close: b.close } : {}), timeoutMs: b.timeoutMs })),
   fc.constant<BackendConfig>({ kind: 'log' }),
   fc.record({ env: fc.stringMatching(/^[A-Z_][A-Z0-9_]{0,8}$/), insecure: fc.option(fc.boolean(), { nil: undefined }) })

@@ -42,7 +42,8 @@
 // A key_file / hmac_key_file holds either fwknop key-gen lines (`KEY_BASE64: ...`,
 // `HMAC_KEY_BASE64: ...`, or `KEY:` / `HMAC_KEY:`), or just the passphrase; it must
 // not be readable by group/others. Relative paths are relative to the YAML file.
-import { statSync, readFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { commandProgramProblem, inlineSecretsExposed, MIN_KEY_BYTES, readSecretFile } from './secret-checks.js';
 import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type * as z from 'zod';
@@ -62,7 +63,10 @@ const LEGACY_KEY_BYTES = 16;
 const MAX_HMAC_KEY_BYTES = 128;
 
 export function loadSesameYaml(file: string): GatewayConfig {
-  return parseSesameYaml(readConfigText(file), file);
+  const text = readConfigText(file);
+  const exposed = inlineSecretsExposed(text, statSync(file).mode, file);
+  if (exposed) throw new ConfigError(file, undefined, undefined, exposed);
+  return parseSesameYaml(text, file);
 }
 
 /** Parse sesame YAML text; `baseDir` resolves relative key/password files (default: the file's directory). */
@@ -177,13 +181,14 @@ class Builder {
     const full = path.resolve(this.baseDir, file);
     let data: Buffer;
     try {
-      const mode = statSync(full).mode & 0o777;
+      const read = readSecretFile(full);
+      const mode = read.mode;
       if ((mode & 0o077) !== 0) this.fail(p, `${quote(file)} is readable by group/others (mode ${mode.toString(8).padStart(4, '0')}); it holds a secret: chmod 600 ${full}`);
-      data = readFileSync(full);
+      data = read.data;
     } catch (e) {
       if (e instanceof ConfigError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
-      return this.fail(p, `cannot read ${quote(file)}: ${code === 'ENOENT' ? 'no such file' : code ?? (e as Error).message}`);
+      return this.fail(p, `cannot read ${quote(file)}: ${code === 'ENOENT' ? 'no such file' : code === 'ENOTREG' || code === 'ETOOBIG' ? (e as Error).message : code ?? (e as Error).message}`);
     }
     if (!this.files.includes(full)) this.files.push(full);
     const textValue = data.toString('latin1');
@@ -229,8 +234,8 @@ class Builder {
     const key = this.oneKey(r, at, 'key');
     if (!key) this.fail(at, 'no encryption key (expected one of key, key_base64, key_file)');
     const maxKey = mode === 'legacy' ? LEGACY_KEY_BYTES : MAX_KEY_BYTES;
-    if (key.bytes.length === 0 || key.bytes.length > maxKey) {
-      this.fail(key.path, `the key is ${key.bytes.length} bytes (expected 1..${maxKey}${mode === 'legacy' ? ' in legacy mode' : ''})`);
+    if (key.bytes.length < MIN_KEY_BYTES || key.bytes.length > maxKey) {
+      this.fail(key.path, `the key is ${key.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${maxKey}${mode === 'legacy' ? ' in legacy mode' : ''}; sesame keygen makes a good one)`);
     }
     const hmac = this.oneKey(r, at, 'hmac_key');
     if (r.insecure_no_hmac === true) {
@@ -240,7 +245,7 @@ class Builder {
       this.fail(at, 'no HMAC key (expected one of hmac_key, hmac_key_base64, hmac_key_file; or insecure_no_hmac: true for old clients)');
     }
     if (hmac) {
-      if (hmac.bytes.length === 0 || hmac.bytes.length > MAX_HMAC_KEY_BYTES) this.fail(hmac.path, `the HMAC key is ${hmac.bytes.length} bytes (expected 1..${MAX_HMAC_KEY_BYTES})`);
+      if (hmac.bytes.length < MIN_KEY_BYTES || hmac.bytes.length > MAX_HMAC_KEY_BYTES) this.fail(hmac.path, `the HMAC key is ${hmac.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${MAX_HMAC_KEY_BYTES}; sesame keygen makes a good one)`);
       if (hmac.bytes.equals(key.bytes)) this.fail(hmac.path, 'the HMAC key must differ from the encryption key');
       if (mode === 'legacy') this.warn([...at, 'encryption_mode'], 'legacy mode with an HMAC key: fwknop clients refuse to build such packets');
     }
@@ -249,6 +254,11 @@ class Builder {
     if (maxTimeoutSec < accessTimeoutSec) this.warn([...at, 'max_timeout'], `is below access_timeout (${accessTimeoutSec})`);
     if (r.expires !== undefined && r.expires * 1000 < Date.now()) this.warn([...at, 'expires'], `rule ${quote(name)} has already expired; it never matches`);
     const cycle = r.cmd_cycle;
+    for (const which of ['open', 'close'] as const) {
+      const t = cycle?.[which];
+      const problem = t !== undefined ? commandProgramProblem(t) : undefined;
+      if (problem) this.fail([...at, 'cmd_cycle', which], problem);
+    }
     if (cycle && cycle.close !== undefined && cycle.timer === undefined) {
       this.fail([...at, 'cmd_cycle', 'timer'], 'missing (expected seconds until the close command runs, 1..8388608)');
     }
@@ -323,6 +333,11 @@ class Builder {
         };
       }
       case 'command':
+        for (const which of ['open', 'close'] as const) {
+          const t = b[which];
+          const problem = t !== undefined ? commandProgramProblem(t) : undefined;
+          if (problem) this.fail([...at, which], problem);
+        }
         return { kind: 'command', open: b.open, ...(b.close !== undefined ? { close: b.close } : {}), timeoutMs: b.timeout_ms ?? CONFIG_DEFAULTS.commandTimeoutMs };
       case 'log':
         return { kind: 'log' };

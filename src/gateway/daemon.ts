@@ -59,7 +59,9 @@ export class Gateway {
     this.rejections = new RejectionLog(log);
     ensureStateDir(cfg.stateDir);
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
-    this.grants = new GrantManager(cfg.stateDir, (n) => this.backends.get(n), log);
+    // A journaled command-cycle close whose rule is gone still runs (orphanCloser).
+    this.grants = new GrantManager(cfg.stateDir, (n) => this.backends.get(n), log, Date.now,
+      (close) => createBackend({ kind: 'command', open: close, close, timeoutMs: 30_000 }, this.backendLogger()));
     this.pipeline = new Pipeline({
       rules: () => this.cfg.rules,
       maxAgeSec: () => this.cfg.maxPacketAgeSec,
@@ -176,7 +178,7 @@ export class Gateway {
     }
     const b = this.backends.get(backendName)!;
     try {
-      this.grants.record(grants, backendName);
+      this.grants.record(grants, backendName, d.rule.cmdCycle?.close);
     } catch (e) {
       if (!(e instanceof StateWriteError)) throw e;
       // Fail closed: a grant the journal cannot hold is not made (no firewall change).

@@ -21,7 +21,11 @@ import { AppendLog, kindOf, moveAside, readBounded, rewriteFile } from './state-
 /** A journal larger than this is damage, not state (about 500,000 grants). */
 const MAX_JOURNAL_BYTES = 256 * 1024 * 1024;
 
-interface Entry { grant: Grant; backend: string }
+/** close: a command cycle's close template, kept so the close still runs after the rule was renamed or removed. */
+interface Entry { grant: Grant; backend: string; close?: string }
+
+/** Makes a backend that can run a journaled close template (command cycles whose rule is gone). */
+export type OrphanCloser = (closeTemplate: string) => Backend;
 
 /** Expiry passes are rounded up to this tick, so many grants expire in few passes. */
 const EXPIRY_TICK_MS = 250;
@@ -40,6 +44,7 @@ export class GrantManager {
     private readonly backends: (name: string) => Backend | undefined,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
+    private readonly orphanCloser?: OrphanCloser,
   ) {
     this.file = path.join(stateDir, 'grants.log');
     this.journalLog = new AppendLog(this.file, false);
@@ -57,7 +62,11 @@ export class GrantManager {
     const work: Promise<unknown>[] = [];
     for (const [k, e] of saved) {
       const b = this.backends(e.backend);
-      if (!b) continue;
+      if (!b) {
+        // The rule of a command cycle was renamed or removed: its close must still run, on time.
+        if (e.close !== undefined && this.orphanCloser) work.push(this.closeOrphan(k, e, t));
+        continue;
+      }
       if (e.grant.expiresAt <= t) {
         closed++;
         work.push(b.close(e.grant).catch((err) => this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message })));
@@ -87,8 +96,8 @@ export class GrantManager {
    * Journal grants before the firewall is touched; throws StateWriteError when
    * the journal cannot take them (then nothing is recorded and the caller refuses).
    */
-  record(grants: Grant[], backendName: string): void {
-    const entries = grants.map((g) => ({ grant: g, backend: backendName }));
+  record(grants: Grant[], backendName: string, closeTemplate?: string): void {
+    const entries = grants.map((g): Entry => ({ grant: g, backend: backendName, ...(closeTemplate !== undefined ? { close: closeTemplate } : {}) }));
     this.journalLog.append(entries.map((e) => JSON.stringify(e) + '\n').join(''));
     this.journalLines += entries.length;
     for (const e of entries) this.live.set(grantKey(e.grant), e);
@@ -114,6 +123,17 @@ export class GrantManager {
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
     return p;
+  }
+
+  /** Run a journaled close for a backend that no longer exists: now if due, else at expiry (kept in the journal meanwhile). */
+  private async closeOrphan(key: string, e: Entry, t: number): Promise<void> {
+    const closer = this.orphanCloser!(e.close!);
+    const run = (): Promise<void> => closer.close(e.grant).catch((err) => this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message }));
+    this.log.info('orphan_close', { src: e.grant.address, backend: e.backend, due_in_ms: Math.max(0, e.grant.expiresAt - t), message: 'the rule of this command cycle is gone; its close runs at expiry' });
+    if (e.grant.expiresAt <= t) return run();
+    this.live.set(key, e);
+    const timer = setTimeout(() => { void run(); }, e.grant.expiresAt - t);
+    timer.unref();
   }
 
   list(): Grant[] {

@@ -17,7 +17,8 @@ export type PolicyReason =
   | 'bad_nat_access'
   | 'command_not_allowed'
   | 'port_restricted'
-  | 'port_not_allowed';
+  | 'port_not_allowed'
+  | 'link_local_address';
 
 export type PolicyResult =
   | { ok: true; grants: Grant[]; timeoutSec: number; allowIp: string }
@@ -53,6 +54,10 @@ export function authorize(msg: SpaMessage, rule: AccessRule, ctx: PacketContext)
   if (allowIp === '0.0.0.0') {
     if (rule.requireSourceAddress) return { ok: false, reason: 'source_required', detail: 'the client sent 0.0.0.0 (-s) but the rule requires an explicit allow-IP (-a)' };
     allowIp = ctx.source;
+  }
+  // A link-local address (fe80::/10, with or without %zone) names no host without its interface: a grant for it never applies.
+  if (/^fe[89ab][0-9a-f]:/i.test(allowIp) || allowIp.includes('%')) {
+    return { ok: false, reason: 'link_local_address', detail: `${allowIp} is a link-local address; grants need a global one: knock over a global address, or give it with -a` };
   }
   if (rule.requireUsername !== undefined && msg.username !== rule.requireUsername) {
     return { ok: false, reason: 'user_not_allowed', detail: `user "${msg.username}" is not the user this rule requires`, fields: { user: msg.username } };
