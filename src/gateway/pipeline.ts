@@ -80,14 +80,19 @@ export class Pipeline {
       if (!dec.ok) { note({ kind: 'reject', reason: dec.reason, detail: dec.detail, rule: rule.name }); continue; }
       if (replay && !burned) {
         // A packet older than what the store can vouch for may be a forgotten one: refused, whatever the window.
+        // (One outside the aging window is left to the window check below: too_old says more.)
         const admitted = replay.admits(dec.value.timestamp);
-        if (!admitted.ok) return { kind: 'reject', reason: 'before_replay_floor', detail: admitted.detail, rule: rule.name };
+        const maxAge = this.deps.maxAgeSec();
+        const outsideWindow = maxAge > 0 && Math.abs(Math.floor(nowMs / 1000) - dec.value.timestamp) > maxAge;
+        if (!admitted.ok && !outsideWindow) return { kind: 'reject', reason: 'before_replay_floor', detail: admitted.detail, rule: rule.name };
         // Burned once it decrypts, before any later check, as fwknopd does; no grant without its entry on disk.
-        try {
-          replay.add(digest!, dec.value.timestamp);
-        } catch (e) {
-          if (!(e instanceof StateWriteError)) throw e;
-          return { kind: 'reject', reason: 'state_write_failed', detail: e.message, rule: rule.name };
+        if (admitted.ok) {
+          try {
+            replay.add(digest!, dec.value.timestamp);
+          } catch (e) {
+            if (!(e instanceof StateWriteError)) throw e;
+            return { kind: 'reject', reason: 'state_write_failed', detail: e.message, rule: rule.name };
+          }
         }
         burned = true;
       }
