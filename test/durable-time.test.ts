@@ -4,10 +4,17 @@
 // timers: Date is stepped without moving performance.now, as a clock step
 // does); the rate limiter under a clock step back (no lockout) and its LRU
 // eviction when the map is full (bounded, known sources keep their budget).
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ExpiryTimer } from '../src/backends/expiry.js';
 import { RateLimiter } from '../src/gateway/ratelimit.js';
+import { createLogBackend } from '../src/backends/log.js';
+import type { Grant } from '../src/backends/backend.js';
+import { GrantManager } from '../src/gateway/grants.js';
+import { Logger } from '../src/gateway/log.js';
 
 describe('ExpiryTimer on monotonic time (property, against a model)', () => {
   beforeEach(() => { vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] }); });
@@ -108,5 +115,33 @@ describe('RateLimiter on monotonic time', () => {
     let own = 0;
     while (rl.allow('198.51.100.50') && own < 50) own++;
     expect(own).toBe(4);
+  });
+});
+
+describe('grant journal deadlines across a restart and a wall-clock step', () => {
+  it('a restart after the wall clock stepped back an hour re-opens a grant for what is really left, not an hour more', async () => {
+    const state = mkdtempSync(path.join(os.tmpdir(), 'sesame-durable-clock-'));
+    try {
+      const lines: Record<string, unknown>[] = [];
+      const log = new Logger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }, 'json');
+      const bl = { info: (e: string, f?: Record<string, unknown>) => log.info(e, f), warn: (e: string, f?: Record<string, unknown>) => log.warn(e, f), error: (e: string, f?: Record<string, unknown>) => log.error(e, f) };
+      const first = new GrantManager(state, () => undefined, log);
+      const g: Grant = { address: '198.51.100.9', family: 4, proto: 'tcp', port: 22, expiresAt: Date.now() + 3000, timeoutSec: 3, clientTimeoutSec: 0, rule: 'r1' };
+      first.record([g], 'main');
+      // The daemon dies; the wall clock steps back an hour; it starts again (same boot).
+      const stepped = () => Date.now() - 3_600_000;
+      const backend = createLogBackend(bl);
+      const second = new GrantManager(state, (n) => (n === 'main' ? backend : undefined), log, stepped);
+      await second.restore('main');
+      const open = lines.find((l) => l.event === 'log_backend_would_open');
+      expect(open).toBeDefined();
+      const left = Date.parse(String(open!.expiresAt)) - stepped();
+      expect(left).toBeGreaterThan(0);
+      expect(left).toBeLessThanOrEqual(3000);
+      second.stop();
+      await backend.shutdown();
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });

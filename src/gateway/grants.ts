@@ -17,12 +17,14 @@ import path from 'node:path';
 import { grantKey, type Backend, type Grant } from '../backends/backend.js';
 import type { Logger } from './log.js';
 import { AppendLog, kindOf, moveAside, readBounded, rewriteFile } from './state-files.js';
+import { deadlineFor, monoNowMs, wallExpiry } from './boot-clock.js';
 
 /** A journal larger than this is damage, not state (about 500,000 grants). */
 const MAX_JOURNAL_BYTES = 256 * 1024 * 1024;
 
 /** close: a command cycle's close template, kept so the close still runs after the rule was renamed or removed. */
-interface Entry { grant: Grant; backend: string; close?: string }
+/** boot/monoEnd: the deadline on the monotonic clock (boot-clock.ts), which a wall-clock step does not move. */
+interface Entry { grant: Grant; backend: string; close?: string; boot?: string; monoEnd?: number }
 
 /** Makes a backend that can run a journaled close template (command cycles whose rule is gone). */
 export type OrphanCloser = (closeTemplate: string) => Backend;
@@ -60,7 +62,10 @@ export class GrantManager {
     let restored = 0;
     let closed = 0;
     const work: Promise<unknown>[] = [];
-    for (const [k, e] of saved) {
+    for (const [k, journaled] of saved) {
+      // Within the same boot the monotonic deadline is the truth: a wall-clock step meanwhile moves nothing.
+      const expiresAt = wallExpiry(journaled.grant.expiresAt, journaled, t);
+      const e: Entry = { ...journaled, grant: { ...journaled.grant, expiresAt }, ...deadlineFor(expiresAt, t) };
       const b = this.backends(e.backend);
       if (!b) {
         // The rule of a command cycle was renamed or removed: its close must still run, on time.
@@ -84,7 +89,7 @@ export class GrantManager {
     for (const [k, g] of held) {
       if (this.live.has(k)) continue;
       if (g.expiresAt <= t) work.push(main!.close(g).catch(() => undefined));
-      else { this.live.set(k, { grant: g, backend: mainBackend }); adopted++; }
+      else { this.live.set(k, { grant: g, backend: mainBackend, ...deadlineFor(g.expiresAt, t) }); adopted++; }
     }
     await Promise.all(work);
     this.compact();
@@ -97,7 +102,8 @@ export class GrantManager {
    * the journal cannot take them (then nothing is recorded and the caller refuses).
    */
   record(grants: Grant[], backendName: string, closeTemplate?: string): void {
-    const entries = grants.map((g): Entry => ({ grant: g, backend: backendName, ...(closeTemplate !== undefined ? { close: closeTemplate } : {}) }));
+    const wallNow = this.now();
+    const entries = grants.map((g): Entry => ({ grant: g, backend: backendName, ...(closeTemplate !== undefined ? { close: closeTemplate } : {}), ...deadlineFor(g.expiresAt, wallNow) }));
     this.journalLog.append(entries.map((e) => JSON.stringify(e) + '\n').join(''));
     this.journalLines += entries.length;
     for (const e of entries) this.live.set(grantKey(e.grant), e);
@@ -114,7 +120,7 @@ export class GrantManager {
         return Promise.reject(e as Error);
       }
     }
-    if (grants.some((g) => g.expiresAt < this.armedFor)) this.arm();
+    if (grants.some((g) => this.dueOf(this.live.get(grantKey(g))) < this.armedFor)) this.arm();
     const p = Promise.all(grants.map((g) => b.open(g).catch((err) => {
       // A backend that keeps retrying in the background (a router that is down) already logged the failure.
       const retrying = (err as { retrying?: boolean }).retrying === true;
@@ -196,24 +202,30 @@ export class GrantManager {
     this.journalLog = new AppendLog(this.file, false);
   }
 
-  /** One timer for the earliest expiry, rounded up to a tick. */
+  /** When an entry is due, on the monotonic clock. */
+  private dueOf(e: Entry | undefined): number {
+    if (!e) return Infinity;
+    return e.monoEnd ?? monoNowMs() + (e.grant.expiresAt - this.now());
+  }
+
+  /** One timer for the earliest expiry (monotonic), rounded up to a tick. */
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     let next = Infinity;
-    for (const e of this.live.values()) next = Math.min(next, e.grant.expiresAt);
+    for (const e of this.live.values()) next = Math.min(next, this.dueOf(e));
     this.armedFor = next;
     if (next === Infinity) return;
-    const delay = Math.ceil(Math.max(0, next - this.now()) / EXPIRY_TICK_MS) * EXPIRY_TICK_MS + 5;
+    const delay = Math.ceil(Math.max(0, next - monoNowMs()) / EXPIRY_TICK_MS) * EXPIRY_TICK_MS + 5;
     this.timer = setTimeout(() => this.expire(), Math.min(delay, 2 ** 31 - 1));
     this.timer.unref();
   }
 
   /** Forget expired grants (backends close their own) and keep the journal short. */
   private expire(): void {
-    const t = this.now();
+    const t = monoNowMs();
     for (const [k, e] of this.live) {
-      if (e.grant.expiresAt <= t) {
+      if (this.dueOf(e) <= t) {
         this.live.delete(k);
         this.log.info('expire', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule });
       }
