@@ -38,11 +38,15 @@ function backendKind(name: string | undefined): BackendConfig['kind'] | undefine
 }
 
 /** -c FILE, or the fwknop pair (fwknopd.conf defaults to /etc/fwknop/fwknopd.conf, access.conf to its ACCESS_FILE). */
-export function loadConfigSource(o: ConfigSource): GatewayConfig {
+/**
+ * allowExposedSecrets: load a sesame.yaml with inline keys that others can
+ * read (refused otherwise); only for `sesame doctor`, which reports it itself.
+ */
+export function loadConfigSource(o: ConfigSource, opts: { allowExposedSecrets?: boolean } = {}): GatewayConfig {
   if (o.config !== undefined) {
     if (o.fwknopdConf !== undefined || o.accessConf !== undefined) throw new ConfigUsageError('give either -c FILE or --fwknopd-conf/--access-conf, not both');
     if (o.backend !== undefined) throw new ConfigUsageError('--backend applies to fwknop files; in sesame YAML set backend: kind');
-    const cfg = loadSesameYaml(o.config);
+    const cfg = loadSesameYaml(o.config, opts);
     if (o.stateDir !== undefined) cfg.stateDir = o.stateDir;
     return cfg;
   }
