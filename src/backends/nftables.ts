@@ -293,6 +293,8 @@ export class NftablesBackend implements Backend {
   private readonly natTargets = new Map<string, Elem>();
   private readonly memoryExpiry: ExpiryTimer<undefined>;
   private expected: TableState | undefined;
+  /** The first list() after init() answers from what init() read and loaded. */
+  private justLoaded = false;
   private queue: Promise<unknown> = Promise.resolve();
   private checkPending = false;
   private interval: NodeJS.Timeout | undefined;
@@ -348,6 +350,7 @@ export class NftablesBackend implements Backend {
         }
         for (const g of recovered) this.remember(g);
         await this.loadTable(now);
+        this.justLoaded = true;
         this.log.info('nft_table_loaded', { table: `inet ${this.table}`, guardPorts: this.cfg.guardPorts.map((p) => `${p.proto}/${p.port}`), recoveredGrants: recovered.length });
       } else {
         if (this.set4 !== '') await this.checkOperatorSet(this.set4, 4);
@@ -442,6 +445,11 @@ export class NftablesBackend implements Backend {
   async list(): Promise<Grant[]> {
     return this.locked(async () => {
       const now = Date.now();
+      if (this.justLoaded) {
+        // init() just read the kernel's grants and loaded exactly those: no second listing (seconds at 50,000 grants).
+        this.justLoaded = false;
+        return [...this.live.values()].map((lg) => lg.grant).filter((g) => g.expiresAt > now);
+      }
       const state = this.guardMode ? await this.readOwnTable() : await this.readSets();
       return state ? this.grantsFrom(state, now) : [];
     });
@@ -839,6 +847,7 @@ export class NftablesBackend implements Backend {
   }
 
   private async check(): Promise<void> {
+    this.justLoaded = false;
     const now = Date.now();
     if (this.guardMode) {
       const state = await this.readOwnTable();
