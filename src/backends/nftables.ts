@@ -44,7 +44,7 @@ import { describeFailure, netnsPrefix, oneLine, runProgram, spawnSupervised } fr
 import { ExpiryTimer } from './expiry.js';
 import { canonicalAddress, checkGrant, ipFamily, type NatExtras } from './grant-check.js';
 import {
-  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
+  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, GUARD_CHAIN, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
 import { chainRepairScript, damagedChain } from './nftables-repair.js';
@@ -757,7 +757,11 @@ export class NftablesBackend implements Backend {
     }
     // Rules deleted and not put back in the same transaction: a flush (ours re-add them, so they never loop).
     for (const [chain, deleted] of lost) if (!added.has(chain)) this.repairChain(chain, deleted);
-    this.requestCheck();
+    // A whole reload of the table with its guard (what loadTable sends) needs no second look: at 50,000
+    // grants that look costs seconds and would hold up the first grants after a start.
+    const t = `${this.family} ${this.table}`;
+    const reloaded = lines.includes(`delete table ${t}`) && lines.some((l) => l.startsWith(`add table ${t}`)) && added.has(GUARD_CHAIN);
+    if (!reloaded) this.requestCheck();
   }
 
   private async loadTable(now: number): Promise<number> {
