@@ -59,9 +59,10 @@ export class Gateway {
     this.rejections = new RejectionLog(log);
     ensureStateDir(cfg.stateDir);
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
-    // A journaled command-cycle close whose rule is gone still runs (orphanCloser).
+    // A journaled command-cycle close whose rule is gone still runs (orphanCloser); not from the unprivileged
+    // worker of privilege separation (commandBackend set), whose monitor only runs the configured rules' commands.
     this.grants = new GrantManager(cfg.stateDir, (n) => this.backends.get(n), log, Date.now,
-      (close) => createBackend({ kind: 'command', open: close, close, timeoutMs: 30_000 }, this.backendLogger()));
+      opts.commandBackend ? undefined : (close) => createBackend({ kind: 'command', open: close, close, timeoutMs: 30_000 }, this.backendLogger()));
     this.pipeline = new Pipeline({
       rules: () => this.cfg.rules,
       maxAgeSec: () => this.cfg.maxPacketAgeSec,

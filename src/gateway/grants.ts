@@ -70,6 +70,7 @@ export class GrantManager {
       if (!b) {
         // The rule of a command cycle was renamed or removed: its close must still run, on time.
         if (e.close !== undefined && this.orphanCloser) work.push(this.closeOrphan(k, e, t));
+        else if (e.close !== undefined) this.log.warn('orphan_close_unavailable', { src: e.grant.address, backend: e.backend, expires_at: new Date(e.grant.expiresAt).toISOString(), message: 'the rule of this command cycle is gone and its close cannot run here; run the close by hand' });
         continue;
       }
       if (e.grant.expiresAt <= t) {
