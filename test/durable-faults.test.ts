@@ -79,15 +79,16 @@ function knock(n: number): { wire: string; allow: string } {
   return { wire, allow };
 }
 
-const sock = dgram.createSocket('udp4');
+// Knocks come from ::1, so the source and the allow-IPs (2001:db8::N) are of one family (privilege separation insists).
+const sock = dgram.createSocket('udp6');
 async function send(port: number, wires: string[]): Promise<void> {
-  for (const w of wires) await new Promise<void>((r, j) => sock.send(Buffer.from(w, 'latin1'), port, '127.0.0.1', (e) => (e ? j(e) : r())));
+  for (const w of wires) await new Promise<void>((r, j) => sock.send(Buffer.from(w, 'latin1'), port, '::1', (e) => (e ? j(e) : r())));
 }
 
 function writeConfig(dir: string, stateDir: string, port: number, extra: string[] = []): string {
   const f = path.join(dir, `sesame-${port}.yaml`);
   writeFileSync(f, [
-    `state_dir: ${stateDir}`, `listen: ["127.0.0.1:${port}"]`, 'backend: { kind: log }', 'rate_limit: { packets_per_second: 1000, burst: 1000 }',
+    `state_dir: ${stateDir}`, `listen: ["[::1]:${port}"]`, 'backend: { kind: log }', 'rate_limit: { packets_per_second: 1000, burst: 1000 }',
     ...extra,
     'rules:', '  - name: r1', '    source: [any]', `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`, '    open_ports: [tcp/22]', '    access_timeout: 2',
   ].join('\n') + '\n', { mode: 0o600 });
