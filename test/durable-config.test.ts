@@ -2,9 +2,11 @@
 // 0644 sesame.yaml with inline keys, keys of 1 byte, a FIFO as key_file (no
 // hang), `$SRC` as a command's program (config check), a knock from a
 // link-local IPv6 source (refused before anything is journaled), and a
-// command-cycle close that survives its rule being renamed across a crash.
+// command-cycle close that survives its rule being renamed across a crash;
+// and (issue 9) a grant the journal cannot take is refused, the daemon goes on.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import dgram from 'node:dgram';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,7 +14,8 @@ import { createBackend } from '../src/backends/index.js';
 import type { Grant } from '../src/backends/backend.js';
 import { parseAddressList } from '../src/config/address.js';
 import type { AccessRule } from '../src/config/model.js';
-import { loadSesameYaml } from '../src/config/sesame-yaml.js';
+import { loadSesameYaml, parseSesameYaml } from '../src/config/sesame-yaml.js';
+import { Gateway } from '../src/gateway/daemon.js';
 import { GrantManager } from '../src/gateway/grants.js';
 import { Logger } from '../src/gateway/log.js';
 import { Pipeline } from '../src/gateway/pipeline.js';
@@ -112,5 +115,40 @@ describe('a command-cycle close across a crash and a rename of its rule', () => 
     expect(readFileSync(marker, 'utf8').trim()).toBe('198.51.100.7');
     expect(lines.some((l) => l.includes('"event":"orphan_close"'))).toBe(true);
     second.stop();
+  });
+});
+
+describe('a grant the journal cannot take (issue 9: full disk, unwritable journal)', () => {
+  it('is refused with state_write_failed, nothing reaches the backend, the daemon goes on and recovers', async () => {
+    const state = tmp();
+    const port = 30_000 + Math.floor(Math.random() * 20_000);
+    const cfg = parseSesameYaml([
+      `state_dir: ${state}`, `listen: ["[::1]:${port}"]`, 'backend: { kind: log }', 'replay_protection: false',
+      'rules:', '  - name: r1', '    source: [any]', `    key_base64: ${K}`, `    hmac_key_base64: ${H}`, '    open_ports: [tcp/22]', '',
+    ].join('\n'), path.join(state, 'sesame.yaml'));
+    const lines: Record<string, unknown>[] = [];
+    const gw = await Gateway.start(cfg, { log: new Logger({ write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) }, 'json') });
+    const sock = dgram.createSocket('udp6');
+    const knock = async (n: number): Promise<void> => {
+      const wire = encodePacket({ random: String(1e15 + n), username: 'u', timestamp: Math.floor(Date.now() / 1000), type: 1, message: `2001:db8::${n},tcp/22` }, { key: Buffer.alloc(32, 7), hmacKey: Buffer.alloc(64, 9) }).wire;
+      await new Promise<void>((r) => sock.send(Buffer.from(wire, 'latin1'), port, '::1', () => r()));
+      await sleep(200);
+    };
+    try {
+      // The journal cannot be written (a directory where grants.log goes: EISDIR, like ENOSPC a failed write).
+      rmSync(path.join(state, 'grants.log'), { force: true });
+      mkdirSync(path.join(state, 'grants.log'));
+      await knock(1);
+      expect(lines.filter((l) => l.event === 'reject').map((l) => l.reason)).toEqual(['state_write_failed']);
+      expect(lines.filter((l) => l.event === 'grant' || l.event === 'log_backend_would_open')).toEqual([]);
+      expect(gw.listGrants()).toEqual([]);
+      // Space returns: the next knock is granted, without a restart.
+      rmSync(path.join(state, 'grants.log'), { recursive: true });
+      await knock(2);
+      expect(lines.filter((l) => l.event === 'log_backend_would_open').map((l) => l.address)).toEqual(['2001:db8::2']);
+    } finally {
+      sock.close();
+      await gw.stop();
+    }
   });
 });
