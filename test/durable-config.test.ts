@@ -45,9 +45,11 @@ describe('config: where secrets come from', () => {
   it('refuses a 0644 sesame.yaml that holds keys inline, naming the fix', () => {
     const f = yamlFile(rule(), 0o644);
     const m = failure(f);
-    expect(m).toBe(`${f}: is readable by group/others (mode 0644) and holds keys inline: chmod 600 ${f} (or move the keys to key_file / hmac_key_file)`);
+    expect(m).toBe(`${f}: is readable by every user (mode 0644) and holds keys inline: chmod 600 ${f} (or move the keys to key_file / hmac_key_file)`);
     expect(m).not.toContain(K);
     expect(() => loadSesameYaml(yamlFile(rule(), 0o600))).not.toThrow();
+    // 0640 (root:sesame) is how the service reads its config.
+    expect(() => loadSesameYaml(yamlFile(rule(), 0o640))).not.toThrow();
   });
 
   it('refuses keys of 1 byte (and up to 7)', () => {

@@ -1,5 +1,6 @@
 // Checks on where secrets come from (issue 10, smaller items): a sesame.yaml
-// that holds keys inline must not be readable by others; a key file must be
+// that holds keys inline must not be readable by others (0640, root:sesame,
+// is how the service reads it: group read is allowed); a key file must be
 // a regular file (a FIFO would hang the start), opened without blocking;
 // keys must not be trivially short; a command template's program cannot be
 // a placeholder. Each failure is one line naming the problem and the fix.
@@ -11,10 +12,10 @@ export const MIN_KEY_BYTES = 8;
 /** Lines of a sesame.yaml that hold a secret inline (not a *_file reference). */
 const INLINE_SECRET = /^[ \t-]*(key|key_base64|hmac_key|hmac_key_base64|password)[ \t]*:[ \t]*\S/m;
 
-/** Problem text when a config file with inline secrets is readable by group/others, else undefined. */
+/** Problem text when a config file with inline secrets is readable by any user (others), else undefined. */
 export function inlineSecretsExposed(text: string, mode: number, file: string): string | undefined {
-  if ((mode & 0o077) === 0 || !INLINE_SECRET.test(text)) return undefined;
-  return `is readable by group/others (mode ${(mode & 0o777).toString(8).padStart(4, '0')}) and holds keys inline: chmod 600 ${file} (or move the keys to key_file / hmac_key_file)`;
+  if ((mode & 0o004) === 0 || !INLINE_SECRET.test(text)) return undefined;
+  return `is readable by every user (mode ${(mode & 0o777).toString(8).padStart(4, '0')}) and holds keys inline: chmod 600 ${file} (or move the keys to key_file / hmac_key_file)`;
 }
 
 /** Read a secret file: a regular file only (never blocks on a FIFO or device), at most maxBytes. */
