@@ -177,47 +177,55 @@ describeWith('durable state: the real daemon under faults (log backend, loopback
   });
 
   it('SIGKILL at seeded random points of 50 knock bursts: no packet is ever granted twice', async () => {
-    const stateDir = path.join(tmp, 'kill-state');
-    const port = nextPort++;
-    const cfg = writeConfig(tmp, stateDir, port);
-    // A small deterministic PRNG (mulberry32): the same kill points on every run.
-    let s = 0x5eed;
-    const rand = (): number => { s |= 0; s = (s + 0x6d2b79f5) | 0; let t = Math.imul(s ^ (s >>> 15), 1 | s); t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
-    const sent: { wire: string; allow: string }[] = [];
-    const grantsOf = new Map<string, number>();
-    let n = 1000;
-    let killedMidBurst = 0;
-    for (let iter = 0; iter < Number(process.env.DURABLE_KILL_RUNS ?? 50); iter++) {
+    const runs = Number(process.env.DURABLE_KILL_RUNS ?? 50);
+    // Two independent lanes (own state dir, port, seed and packets) share the 50 runs: half the wall time.
+    const lane = async (k: number, iterations: number): Promise<{ killedMidBurst: number; grantsOf: Map<string, number> }> => {
+      const stateDir = path.join(tmp, `kill-state-${k}`);
+      const port = nextPort++;
+      const cfg = writeConfig(tmp, stateDir, port);
+      // A small deterministic PRNG (mulberry32): the same kill points on every run.
+      let s = 0x5eed + k;
+      const rand = (): number => { s |= 0; s = (s + 0x6d2b79f5) | 0; let t = Math.imul(s ^ (s >>> 15), 1 | s); t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t; return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+      const sent: { wire: string; allow: string }[] = [];
+      const grantsOf = new Map<string, number>();
+      let n = 1000 + k * 10_000;
+      let killedMidBurst = 0;
+      for (let iter = 0; iter < iterations; iter++) {
+        const d = run(cfg);
+        await waitFor(d, 'ready', 1, 20_000);
+        const fresh = Array.from({ length: 4 }, () => knock(n++));
+        const replays = Array.from({ length: Math.min(6, sent.length) }, () => sent[Math.floor(rand() * sent.length)]!);
+        const burst = [...fresh, ...replays].sort(() => rand() - 0.5);
+        sent.push(...fresh);
+        const killAfter = Math.floor(rand() * 8); // ms
+        const sending = send(port, burst.map((x) => x.wire));
+        await sleep(killAfter);
+        d.child.kill('SIGKILL');
+        await sending;
+        await new Promise((r) => (d.child.exitCode !== null || d.child.signalCode !== null ? r(undefined) : d.child.once('exit', r)));
+        const handled = d.events('grant').length + d.events('reject').length;
+        if (handled < burst.length) killedMidBurst++;
+        for (const g of d.events('grant')) grantsOf.set(String(g.allow), (grantsOf.get(String(g.allow)) ?? 0) + 1);
+      }
+      // A final clean run gets every packet ever sent: the ones that never reached a daemon may be granted now (a first
+      // use), none a second time.
       const d = run(cfg);
-      await waitFor(d, 'ready');
-      const fresh = Array.from({ length: 4 }, () => knock(n++));
-      const replays = Array.from({ length: Math.min(6, sent.length) }, () => sent[Math.floor(rand() * sent.length)]!);
-      const burst = [...fresh, ...replays].sort(() => rand() - 0.5);
-      sent.push(...fresh);
-      const killAfter = Math.floor(rand() * 8); // ms
-      const sending = send(port, burst.map((k) => k.wire));
-      await sleep(killAfter);
-      d.child.kill('SIGKILL');
-      await sending;
-      await new Promise((r) => (d.child.exitCode !== null || d.child.signalCode !== null ? r(undefined) : d.child.once('exit', r)));
-      const handled = d.events('grant').length + d.events('reject').length;
-      if (handled < burst.length) killedMidBurst++;
+      await waitFor(d, 'ready', 1, 20_000);
+      await send(port, sent.map((x) => x.wire));
+      await sleep(1000);
+      const stats = await stopStats(d);
+      expect(stats.received).toBe(sent.length);
       for (const g of d.events('grant')) grantsOf.set(String(g.allow), (grantsOf.get(String(g.allow)) ?? 0) + 1);
+      return { killedMidBurst, grantsOf };
+    };
+    const lanes = await Promise.all([lane(0, Math.ceil(runs / 2)), lane(1, Math.floor(runs / 2))]);
+    for (const { grantsOf } of lanes) {
+      expect([...grantsOf].filter(([, c]) => c > 1)).toEqual([]);
+      expect(grantsOf.size).toBeGreaterThan(runs);
     }
     // The kills did land inside bursts (else this proves little).
-    expect(killedMidBurst).toBeGreaterThan(5);
-    // A final clean run gets every packet ever sent: the ones that never reached a daemon may be granted now (a first
-    // use), none a second time.
-    const d = run(cfg);
-    await waitFor(d, 'ready');
-    await send(port, sent.map((k) => k.wire));
-    await sleep(1000);
-    const stats = await stopStats(d);
-    expect(stats.received).toBe(sent.length);
-    for (const g of d.events('grant')) grantsOf.set(String(g.allow), (grantsOf.get(String(g.allow)) ?? 0) + 1);
-    expect([...grantsOf].filter(([, c]) => c > 1)).toEqual([]);
-    expect(grantsOf.size).toBeGreaterThan(50);
-  }, 120_000);
+    expect(lanes.reduce((a, l) => a + l.killedMidBurst, 0)).toBeGreaterThan(5);
+  }, 150_000);
 
   it('a state directory replaced by a symlink or a directory: the daemon says in one line why, or runs and refuses old packets', async () => {
     const stateDir = path.join(tmp, 'swap-state');
