@@ -17,14 +17,14 @@ const GW4 = '198.51.100.1';
 const CL4 = '198.51.100.2';
 const GRANTS = 50_000;
 
-/** A bounded connect loop run inside a host: tries every 50 ms for ms, prints the successes' offsets (ms) as JSON. */
+/** A bounded connect loop run inside a host: tries every 50 ms for ms, prints the successes' times (epoch ms) as JSON. */
 const PROBE_LOOP = [
   "const net = require('node:net');",
   'const [dst, port, total] = process.argv.slice(1);',
   'const t0 = Date.now(); const wins = []; let tries = 0;',
   'const once = () => new Promise((r) => { const s = net.connect({ host: dst, port: Number(port) });',
   "  const t = setTimeout(() => { s.destroy(); r(false); }, 150); s.on('connect', () => { clearTimeout(t); s.destroy(); r(true); }); s.on('error', () => { clearTimeout(t); r(false); }); });",
-  '(async () => { while (Date.now() - t0 < Number(total)) { tries++; if (await once()) wins.push(Date.now() - t0); await new Promise((r) => setTimeout(r, 50)); }',
+  '(async () => { while (Date.now() - t0 < Number(total)) { tries++; if (await once()) wins.push(Date.now()); await new Promise((r) => setTimeout(r, 50)); }',
   '  console.log(JSON.stringify({ tries, wins })); })();',
 ].join('\n');
 
@@ -91,19 +91,19 @@ describeWith('durable state at scale: 50,000 live grants in nftables', ['netns',
     expect(await lab.canConnect('x', GW4, SERVICE_PORT, 300)).toBe(false);
     const before = events(daemon!, 'nft_restored').length;
     const probing = probeOutsider(4000);
-    await sleep(300);
+    await sleep(800); // the probe runs (starting node in the namespace takes a while)
+    const t0 = Date.now(); // the flush happens during this exec
     const flush = await lab.exec('gw', 'nft', ['flush', 'chain', 'inet', 'sesame', 'guard']);
-    const t0 = Date.now();
     expect(flush.code, flush.stderr).toBe(0);
     const r = (await waitForEvents(daemon!, 'nft_restored', before + 1, 5000).catch((e) => { process.stderr.write(daemon!.lines.filter((l) => /nft|error/.test(l)).slice(-10).join('\n') + '\n'); throw e; })).at(-1)!;
     const restoredMs = Date.parse(String(r.time)) - t0;
     const probe = JSON.parse((await probing).stdout) as { tries: number; wins: number[] };
-    // The outsider is refused again within 2 s of the flush (the probe started 300 ms before it).
-    const lastWin = probe.wins.length ? Math.max(...probe.wins) - 300 : -1;
+    // The outsider is refused again within 2 s of the flush.
+    const lastWin = probe.wins.length ? Math.max(...probe.wins) - t0 : -1;
     expect(lastWin).toBeLessThan(2000);
     expect(restoredMs).toBeLessThan(2000);
     expect(await lab.canConnect('x', GW4, SERVICE_PORT, 300)).toBe(false);
     expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(true);
-    process.stderr.write(`[figure] guard chain flushed with ${GRANTS} grants: restored after ${restoredMs} ms; outsider got through ${probe.wins.length} of ${probe.tries} tries (last at +${lastWin} ms)\n`);
+    process.stderr.write(`[figure] guard chain flushed with ${GRANTS} grants: restored ${restoredMs} ms after the flush command started; outsider got through ${probe.wins.length} of ${probe.tries} tries (last at +${lastWin} ms)\n`);
   }, 60_000);
 });
