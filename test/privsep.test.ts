@@ -110,6 +110,8 @@ describe('privsep validator (pure)', () => {
   it('accepts what the configuration allows (so the refusals below mean something)', () => {
     expect(reason({ op: 'open', backend: 'main', grant: good() })).toBe('accepted');
     expect(reason({ op: 'open', backend: 'main', grant: good({ address: '2001:db8::2', family: 6 }) })).toBe('accepted');
+    // An IPv4 knock asking for an IPv6 allow address (sesame's extension): source and destination only describe the packet.
+    expect(reason({ op: 'open', backend: 'main', grant: good({ address: '2001:db8::2', family: 6, packetSource: '198.51.100.2', destination: '198.51.100.1' }) })).toBe('accepted');
     expect(reason({ op: 'list', backend: 'main' })).toBe('accepted');
     expect(reason({ op: 'open', backend: 'main', grant: good({ timeoutSec: 300, expiresAt: now + 300_000 }) })).toBe('accepted');
   });

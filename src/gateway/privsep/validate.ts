@@ -133,8 +133,10 @@ export function validateRequest(raw: unknown, policy: MonitorPolicy, nowMs: numb
   if (req.op !== 'open' && req.op !== 'close') return { ok: true, request: req };
   const g = req.grant as Grant;
   if (ipFamily(g.address) !== g.family) return refuse('family_mismatch', `address ${g.address} is not IPv${g.family}`, raw);
-  for (const a of [g.packetSource, g.destination, g.nat?.snatAddress]) {
-    if (a !== undefined && ipFamily(a) !== g.family) return refuse('family_mismatch', `address ${a} is not IPv${g.family} like the grant`, raw);
+  // The packet's source and destination are only reported ($PKT_SRC, $DST): an IPv4 knock may ask for an
+  // IPv6 allow address (a sesame extension), so only addresses the firewall acts on must match the grant's family.
+  if (g.nat?.snatAddress !== undefined && ipFamily(g.nat.snatAddress) !== g.family) {
+    return refuse('family_mismatch', `SNAT address ${g.nat.snatAddress} is not IPv${g.family} like the grant`, raw);
   }
   if (g.nat && !g.nat.local && ipFamily(g.nat.host) !== g.family) return refuse('family_mismatch', `NAT host ${g.nat.host} is not an IPv${g.family} address`, raw);
   // Closing only ever takes access away: a well-formed close for a known backend is enough.
