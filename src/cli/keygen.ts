@@ -5,7 +5,7 @@ import { generateKeys, keygenLines, qrPayload, rcStanza } from '../client/keygen
 import { parseDigestType } from '../spa/types.js';
 import { UsageError } from './errors.js';
 
-interface KeygenOpts { keyLen?: string; hmacKeyLen?: string; hmacDigestType?: string; rc?: string | boolean; qr?: boolean; server?: string; access?: string }
+interface KeygenOpts { keyLen?: string; hmacKeyLen?: string; hmacDigestType?: string; rc?: string | boolean; qr?: boolean; server?: string; access?: string; web?: string }
 
 export async function runKeygen(o: KeygenOpts, out: NodeJS.WritableStream): Promise<number> {
   const hmacType = o.hmacDigestType ? parseDigestType(o.hmacDigestType) : 'sha256';
@@ -21,6 +21,13 @@ export async function runKeygen(o: KeygenOpts, out: NodeJS.WritableStream): Prom
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  // Checked before anything is printed: a bad --web/--server fails without showing keys.
+  let webText: string | undefined;
+  if (o.web !== undefined) {
+    if (!o.server) throw new UsageError('--web needs --server HOST (the gateway name or address the phone knocks on; comma-separated for several)');
+    const { profileForKeys, webLinkBlock } = await import('../web/provision.js');
+    webText = await webLinkBlock(o.web, profileForKeys(keys, { hosts: o.server.split(','), access: (o.access ?? 'tcp/22').split(',') }));
+  }
   if (o.rc !== undefined && o.rc !== false) {
     out.write(rcStanza(keys, o.rc === true ? (o.server ?? 'sesame') : o.rc, o.server, o.access));
   } else {
@@ -30,6 +37,7 @@ export async function runKeygen(o: KeygenOpts, out: NodeJS.WritableStream): Prom
     out.write('\nScan with the Fwknop2 app (it imports KEY_BASE64 and HMAC_KEY_BASE64):\n');
     out.write(await QRCode.toString(qrPayload(keys), { type: 'terminal', small: true, errorCorrectionLevel: 'M' }));
   }
+  if (webText !== undefined) out.write('\n' + webText);
   return 0;
 }
 
@@ -43,5 +51,6 @@ export function registerKeygen(program: Command): void {
     .option('--server <host>', 'SPA_SERVER for the --rc stanza')
     .option('--access <proto/port>', 'ACCESS for the --rc stanza (default tcp/22)')
     .option('--qr', 'also print a QR code for the Fwknop2 Android app')
+    .option('--web <url>', 'also print a provisioning link (and QR code) for the web knock page hosted at URL (needs --server)')
     .action(async (opts: KeygenOpts) => { process.exitCode = await runKeygen(opts, process.stdout); });
 }

@@ -22,6 +22,7 @@ const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
   install: async () => (await import('./service.js')).registerService,
   down: async () => (await import('./service.js')).registerService,
   service: async () => (await import('./service.js')).registerService,
+  web: async () => (await import('./web.js')).registerWeb,
 };
 
 export async function buildProgram(subcommand?: string): Promise<Command> {
@@ -54,7 +55,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (isUserFacing(e)) {
       safeWrite(2, `sesame: ${e.message}\n`);
-      return e.name === 'UsageError' || e.name === 'KnockOptionError' ? EXIT.usage : EXIT.failure;
+      return e.name === 'UsageError' || e.name === 'KnockOptionError' || e.name === 'WebLinkError' ? EXIT.usage : EXIT.failure;
     }
     // A broken stderr (closed terminal, /dev/full) must not turn a clean failure into a crash.
     safeWrite(2, `sesame: ${e instanceof Error ? e.message : String(e)}\n`);

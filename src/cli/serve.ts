@@ -168,6 +168,7 @@ export function registerServe(program: Command): void {
     .option('--log-format <fmt>', 'json (default) or text')
     .option('--user <name>', 'unprivileged user that parses packets, when started as root (default sesame)')
     .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
+    .option('--web <url>', 'also print a provisioning link and QR code for the web knock page hosted at URL')
     .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
       process.exitCode = await runUp(ports, o, {
         serve: (load, banner, configFile) => serve(load, (cfg, gw) => {

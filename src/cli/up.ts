@@ -19,7 +19,7 @@ import { SERVICE_STATE_DIR } from '../service/unit.js';
 import { guardMismatch } from '../service/live-guard.js';
 import type { PortSpec } from '../spa/types.js';
 
-export interface UpCliOptions { server?: string; configDir?: string; stateDir?: string; logFormat?: string; foreground?: boolean }
+export interface UpCliOptions { server?: string; configDir?: string; stateDir?: string; logFormat?: string; foreground?: boolean; web?: string }
 
 /** bin/sesame.js of this installation (what the unit's ExecStart runs). */
 export const SESAME_SCRIPT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/sesame.js');
@@ -66,7 +66,9 @@ export async function runUp(portArgs: string[], o: UpCliOptions, deps: UpDeps): 
   const knocked = requested ?? guarded;
   const server = o.server ?? firstAddress() ?? 'THIS-HOST';
   const showSecrets = process.stdout.isTTY === true;
-  const qr = showSecrets ? await (await import('qrcode')).default.toString(qrPayload(plan.keys), { type: 'terminal', small: true }) : '';
+  // Beside the Fwknop2 QR: the web knock page's provisioning link (docs/web-knock-page.md).
+  const qr = showSecrets ? await (await import('qrcode')).default.toString(qrPayload(plan.keys), { type: 'terminal', small: true })
+    + await (await import('../web/provision.js')).upWebText(o.web, plan.keys, server, knocked) : '';
   const instructions = (): string => upInstructions(plan, knocked, server, qr, { guarded, showSecrets });
   if (asService) {
     write('installing the sesame service:\n');
