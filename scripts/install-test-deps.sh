@@ -21,6 +21,8 @@ declare -A NEED=(
   [systemd-nspawn]=systemd-container
   [systemd-analyze]=systemd
   [script]=bsdutils
+  [chromium]=chromium
+  [firefox-esr]=firefox-esr
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -1,0 +1,100 @@
+// Drives one real headless browser (Debian's chromium or firefox-esr, through
+// puppeteer-core; Firefox over WebDriver BiDi) INSIDE the caller's network
+// namespace: the test runs this script with `ip netns exec NS node ...`, so
+// the browser's WebRTC traffic leaves from the lab client's addresses.
+// argv[2] is a JSON job: { browser, steps: [...], serve?: { dir, host, port } }.
+// Steps: {goto: url} (a path starting with "/" is served from `serve`),
+//        {click: selector}, {waitState: [states], timeoutMs}, {screenshot: file},
+//        {eval: "expression"} (result recorded), {viewport: {width, height}}.
+// Prints one JSON line: { ok, results: [...], error? }. Bounded: every wait has
+// a timeout and the whole job is killed by the caller's exec timeout.
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import puppeteer from 'puppeteer-core';
+
+const job = JSON.parse(process.argv[2]);
+const results = [];
+let server;
+let browser;
+const profileDir = mkdtempSync(path.join(tmpdir(), 'sesame-browser-'));
+
+function serveDir(dir, host, port) {
+  return new Promise((resolve, reject) => {
+    server = createServer((req, res) => {
+      const name = path.basename(new URL(req.url, 'http://x').pathname) || 'index.html';
+      try {
+        const body = readFileSync(path.join(dir, name));
+        res.writeHead(200, { 'content-type': name.endsWith('.html') ? 'text/html; charset=utf-8' : 'application/octet-stream' });
+        res.end(body);
+      } catch {
+        res.writeHead(404).end();
+      }
+    });
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+}
+
+async function launch() {
+  if (job.browser === 'firefox') {
+    return puppeteer.launch({
+      browser: 'firefox',
+      executablePath: '/usr/bin/firefox-esr',
+      headless: true,
+      userDataDir: profileDir,
+      extraPrefsFirefox: {
+        'network.dns.disablePrefetch': true,
+        'network.captive-portal-service.enabled': false,
+        'app.update.enabled': false,
+        'browser.safebrowsing.malware.enabled': false,
+        'browser.safebrowsing.phishing.enabled': false,
+        'media.peerconnection.ice.obfuscate_host_addresses': false,
+      },
+    });
+  }
+  return puppeteer.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    userDataDir: profileDir,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter', '--allow-file-access-from-files'],
+  });
+}
+
+async function main() {
+  if (job.serve) await serveDir(job.serve.dir, job.serve.host, job.serve.port);
+  browser = await launch();
+  const page = await browser.newPage();
+  for (const step of job.steps) {
+    if (step.viewport) await page.setViewport(step.viewport);
+    else if (step.goto) {
+      const url = step.goto.startsWith('/') ? `http://${job.serve.host.includes(':') ? `[${job.serve.host}]` : job.serve.host}:${job.serve.port}${step.goto}` : step.goto;
+      await page.goto(url, { waitUntil: 'load', timeout: 15000 });
+      await page.waitForFunction(() => document.body?.dataset.ready === '1', { timeout: 15000 });
+    } else if (step.click) await page.click(step.click);
+    else if (step.waitState) {
+      const t0 = Date.now();
+      await page.waitForFunction((states) => states.includes(document.getElementById('status')?.dataset.state), { timeout: step.timeoutMs ?? 15000 }, step.waitState);
+      results.push({ state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent), ms: Date.now() - t0 });
+    } else if (step.eval) results.push({ eval: await page.evaluate(step.eval) });
+    else if (step.screenshot) await page.screenshot({ path: step.screenshot });
+    else if (step.sleepMs) await new Promise((r) => setTimeout(r, Math.min(step.sleepMs, 10000)));
+  }
+  results.push({ url: page.url() });
+}
+
+let out;
+try {
+  await main();
+  out = { ok: true, results };
+} catch (e) {
+  out = { ok: false, results, error: String(e?.message ?? e).split('\n')[0] };
+} finally {
+  await browser?.close().catch(() => undefined);
+  server?.close();
+  rmSync(profileDir, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(out) + '\n');
+process.exit(0);
