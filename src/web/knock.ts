@@ -7,18 +7,16 @@
 // browser's ICE agent carry P to the gateway's SPA port. Pure and built on the
 // project's own codec (src/spa/), so the page and the CLI share one protocol
 // implementation; the page bundles it with browser shims for node:crypto.
-import { createHmac } from 'node:crypto';
 import { b64decode } from '../spa/base64.js';
 import { encodePacket } from '../spa/packet.js';
 import { MessageType } from '../spa/types.js';
 import { B64_LENGTH } from '../spa/digest.js';
+import { MAX_WEB_PACKET, webAckKey } from '../spa/web-ack.js';
 import type { WebProfile } from './link.js';
 
-/** A web knock is an ICE ufrag: at most 255 characters survive both browsers. */
-export const MAX_WEB_PACKET = 255;
+export { MAX_WEB_PACKET };
 /** The fwknop user name of web knocks (short: every character counts toward the 255). */
 export const WEB_USER = 'web';
-const ACK_LABEL = 'sesame-ack-v1';
 
 export class WebKnockError extends Error {
   constructor(message: string) {
@@ -40,10 +38,8 @@ function keyBytes(b64: string, what: string): Uint8Array {
   return k;
 }
 
-/** W = base64(HMAC-SHA256(hmacKey, "sesame-ack-v1" || P)) without '=' (43 characters). */
-export function webAckPassword(hmacKey: Uint8Array, packet: string): string {
-  return createHmac('sha256', hmacKey).update(ACK_LABEL, 'latin1').update(packet, 'latin1').digest('base64').replace(/=+$/, '');
-}
+/** W, the ICE pwd: the gateway's one implementation (src/spa/web-ack.ts), so page and gateway agree by construction. */
+export const webAckPassword = webAckKey;
 
 /** What to change when a profile's packets are too long for a web knock. */
 export function shorteningAdvice(profile: WebProfile): string {

@@ -2,12 +2,15 @@
 // puppeteer-core; Firefox over WebDriver BiDi) INSIDE the caller's network
 // namespace: the test runs this script with `ip netns exec NS node ...`, so
 // the browser's WebRTC traffic leaves from the lab client's addresses.
-// argv[2] is a JSON job: { browser, steps: [...], serve?: { dir, host, port } }.
+// argv[2] is a JSON job: { browser, steps?: [...], serve?: { dir, host, port } }.
 // Steps: {goto: url} (a path starting with "/" is served from `serve`),
 //        {click: selector}, {waitState: [states], timeoutMs}, {screenshot: file},
-//        {eval: "expression"} (result recorded), {viewport: {width, height}}.
-// Prints one JSON line: { ok, results: [...], error? }. Bounded: every wait has
-// a timeout and the whole job is killed by the caller's exec timeout.
+//        {eval: "expression"} (result recorded), {viewport: {width, height}}, {sleepMs}.
+// With `steps`, runs them and prints one JSON line { ok, results, error? }.
+// Without, it is a session: it prints {ready:true}, then reads one JSON step
+// per stdin line and answers each with one line { ok, result?, error? }, and
+// closes the browser at end of input. Bounded: every wait has a timeout and
+// the caller kills the session by PID at teardown.
 import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -63,38 +66,75 @@ async function launch() {
   });
 }
 
-async function main() {
-  if (job.serve) await serveDir(job.serve.dir, job.serve.host, job.serve.port);
-  browser = await launch();
-  const page = await browser.newPage();
-  for (const step of job.steps) {
-    if (step.viewport) await page.setViewport(step.viewport);
-    else if (step.goto) {
-      const url = step.goto.startsWith('/') ? `http://${job.serve.host.includes(':') ? `[${job.serve.host}]` : job.serve.host}:${job.serve.port}${step.goto}` : step.goto;
-      await page.goto(url, { waitUntil: 'load', timeout: 15000 });
-      await page.waitForFunction(() => document.body?.dataset.ready === '1', { timeout: 15000 });
-    } else if (step.click) await page.click(step.click);
-    else if (step.waitState) {
-      const t0 = Date.now();
-      await page.waitForFunction((states) => states.includes(document.getElementById('status')?.dataset.state), { timeout: step.timeoutMs ?? 15000 }, step.waitState);
-      results.push({ state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent), ms: Date.now() - t0 });
-    } else if (step.eval) results.push({ eval: await page.evaluate(step.eval) });
-    else if (step.screenshot) await page.screenshot({ path: step.screenshot });
-    else if (step.sleepMs) await new Promise((r) => setTimeout(r, Math.min(step.sleepMs, 10000)));
+let page;
+
+/** Run one step; returns what it observed (or undefined). */
+async function runStep(step) {
+  if (step.viewport) return void (await page.setViewport(step.viewport));
+  if (step.goto) {
+    const url = step.goto.startsWith('/') ? `http://${job.serve.host.includes(':') ? `[${job.serve.host}]` : job.serve.host}:${job.serve.port}${step.goto}` : step.goto;
+    // A fresh document even when only the fragment differs (same-document navigations keep the old page).
+    await page.goto('about:blank');
+    await page.goto(url, { waitUntil: 'load', timeout: 15000 });
+    await page.waitForFunction(() => document.body?.dataset.ready === '1', { timeout: 15000 });
+    return undefined;
   }
-  results.push({ url: page.url() });
+  if (step.click) return void (await page.click(step.click));
+  if (step.waitState) {
+    const t0 = Date.now();
+    await page.waitForFunction((states) => states.includes(document.getElementById('status')?.dataset.state), { timeout: step.timeoutMs ?? 15000 }, step.waitState);
+    return { state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent), ms: Date.now() - t0 };
+  }
+  if (step.eval) return { eval: await page.evaluate(step.eval) };
+  if (step.screenshot) return void (await page.screenshot({ path: step.screenshot }));
+  if (step.sleepMs) return void (await new Promise((r) => setTimeout(r, Math.min(step.sleepMs, 10000))));
+  throw new Error(`unknown step ${JSON.stringify(step).slice(0, 80)}`);
 }
 
-let out;
-try {
-  await main();
-  out = { ok: true, results };
-} catch (e) {
-  out = { ok: false, results, error: String(e?.message ?? e).split('\n')[0] };
-} finally {
+async function cleanup() {
   await browser?.close().catch(() => undefined);
   server?.close();
   rmSync(profileDir, { recursive: true, force: true });
 }
-process.stdout.write(JSON.stringify(out) + '\n');
+
+const oneLine = (e) => String(e?.message ?? e).split('\n')[0];
+
+try {
+  if (job.serve) await serveDir(job.serve.dir, job.serve.host, job.serve.port);
+  browser = await launch();
+  page = await browser.newPage();
+} catch (e) {
+  process.stdout.write(JSON.stringify({ ok: false, results: [], error: oneLine(e) }) + '\n');
+  await cleanup();
+  process.exit(0);
+}
+
+if (job.steps) {
+  let out;
+  try {
+    for (const step of job.steps) {
+      const r = await runStep(step);
+      if (r !== undefined) results.push(r);
+    }
+    results.push({ url: page.url() });
+    out = { ok: true, results };
+  } catch (e) {
+    out = { ok: false, results, error: oneLine(e) };
+  }
+  await cleanup();
+  process.stdout.write(JSON.stringify(out) + '\n');
+  process.exit(0);
+}
+
+process.stdout.write(JSON.stringify({ ready: true }) + '\n');
+const { createInterface } = await import('node:readline');
+for await (const line of createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  try {
+    process.stdout.write(JSON.stringify({ ok: true, result: (await runStep(JSON.parse(line))) ?? null }) + '\n');
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ ok: false, error: oneLine(e) }) + '\n');
+  }
+}
+await cleanup();
 process.exit(0);
