@@ -15,24 +15,14 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deflateSync } from 'node:zlib';
+import { webBundleOptions } from './web-bundle-options.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const src = path.join(root, 'src/web/browser');
 const out = path.join(root, 'dist/web/page');
 const appDir = path.join(out, 'app');
 
-const common = {
-  bundle: true,
-  write: false,
-  minify: true,
-  legalComments: 'none',
-  platform: 'browser',
-  target: ['chrome100', 'firefox102', 'safari15'],
-  alias: { 'node:crypto': path.join(src, 'shims/crypto.ts'), 'node:net': path.join(src, 'shims/net.ts') },
-  inject: [path.join(src, 'shims/buffer.ts')],
-  define: { global: 'globalThis' },
-  logLevel: 'warning',
-};
+const common = webBundleOptions(root);
 
 async function bundle(entry, format, inject = common.inject) {
   const r = await build({ ...common, entryPoints: [path.join(src, entry)], format, inject });

@@ -78,13 +78,12 @@ export function randomInt(min: number, max: number): number {
   }
 }
 
-/** OFB keystream from single-block ECB encryptions (noble has no OFB mode). */
+/** OFB keystream from single-block ECB encryptions (noble has no OFB mode; its cipher objects are single-use). */
 function ofbCrypt(key: Uint8Array, iv: Uint8Array, data: Uint8Array): Uint8Array {
-  const block = ecb(key, { disablePadding: true });
   const out = new Uint8Array(data.length);
   let feedback = Uint8Array.from(iv);
   for (let off = 0; off < data.length; off += 16) {
-    feedback = block.encrypt(feedback);
+    feedback = ecb(key, { disablePadding: true }).encrypt(feedback);
     for (let i = 0; i < 16 && off + i < data.length; i++) out[off + i] = data[off + i]! ^ feedback[i]!;
   }
   return out;
