@@ -30,7 +30,8 @@ describe('sesame web export', () => {
     expect(html).toMatch(/<meta http-equiv="Content-Security-Policy" content="default-src 'none'; script-src 'sha256-[^']+'; style-src 'sha256-[^']+';[^"]*connect-src 'none'/);
     expect(html).not.toMatch(/<(script|link|img|iframe)[^>]+(src|href)=/i);
     expect(html).not.toContain('<link rel="manifest"');
-    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    expect(html).not.toMatch(/(src|href|action)=["']?(https?:)?\/\//i);
+    expect(html).not.toMatch(/url\(|@import/);
     expect(html).toContain('sesame-ack-v1');
   });
 
