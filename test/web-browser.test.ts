@@ -242,6 +242,30 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
           expect(existsSync(SCREENSHOT)).toBe(true);
         }
       }, 40_000);
+
+      if (b.name === 'chromium') {
+        it('a passphrase lock keeps the keys out of storage; a link that arrives while locked waits for the passphrase, then knocks', async () => {
+          await s.step({ type: '#lock-pass', text: 'correct horse battery' });
+          await s.step({ click: '#lock-form button[type=submit]' });
+          await s.step({ waitText: '^locked: the keys are stored encrypted' });
+          const stored = String((await s.step({ eval: 'localStorage.getItem("sesame-web-v1")' })).eval);
+          expect(stored).toContain('"sealed"');
+          expect(stored).not.toContain(HMAC_B64.slice(0, 16));
+          expect(stored).not.toContain(KEY_B64.slice(0, 16));
+          await s.step({ goto: `/sesame.html#${buildWebFragment(profile('gw4-locked'), { knock: true })}` });
+          expect(await s.step({ waitText: '^unlock to import gw4-locked$' })).toMatchObject({ state: 'locked' });
+          expect((await s.step({ eval: 'location.hash' })).eval).toBe('');
+          await s.step({ type: '#unlock-pass', text: 'wrong horse' });
+          await s.step({ click: '#unlock-form button[type=submit]' });
+          expect(await s.step({ waitText: '^wrong passphrase' })).toMatchObject({ state: 'locked' });
+          await s.step({ type: '#unlock-pass', text: 'correct horse battery' });
+          await s.step({ click: '#unlock-form button[type=submit]' });
+          expect(await s.step({ waitState: ['opened', 'failed', 'error'], timeoutMs: 15_000 })).toMatchObject({ state: 'opened', text: expect.stringMatching(/^opened: gw4-locked/) });
+          const after = String((await s.step({ eval: 'localStorage.getItem("sesame-web-v1")' })).eval);
+          expect(after).toContain('"sealed"');
+          expect(after).not.toContain(KEY_B64.slice(0, 16));
+        }, 40_000);
+      }
     });
   }
 });

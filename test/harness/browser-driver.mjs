@@ -4,7 +4,8 @@
 // the browser's WebRTC traffic leaves from the lab client's addresses.
 // argv[2] is a JSON job: { browser, steps?: [...], serve?: { dir, host, port } }.
 // Steps: {goto: url} (a path starting with "/" is served from `serve`),
-//        {click: selector}, {waitState: [states], timeoutMs}, {screenshot: file},
+//        {click: selector}, {type: selector, text}, {waitState: [states], timeoutMs},
+//        {waitText: regex source, timeoutMs}, {screenshot: file},
 //        {eval: "expression"} (result recorded), {viewport: {width, height}}, {sleepMs}.
 // With `steps`, runs them and prints one JSON line { ok, results, error? }.
 // Without, it is a session: it prints {ready:true}, then reads one JSON step
@@ -80,6 +81,14 @@ async function runStep(step) {
     return undefined;
   }
   if (step.click) return void (await page.click(step.click));
+  if (step.type) {
+    await page.$eval(step.type, (e) => { e.closest('details')?.setAttribute('open', ''); e.value = ''; });
+    return void (await page.type(step.type, step.text));
+  }
+  if (step.waitText) {
+    await page.waitForFunction((re) => new RegExp(re).test(document.getElementById('status')?.textContent ?? ''), { timeout: step.timeoutMs ?? 15000 }, step.waitText);
+    return { state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent) };
+  }
   if (step.waitState) {
     const t0 = Date.now();
     await page.waitForFunction((states) => states.includes(document.getElementById('status')?.dataset.state), { timeout: step.timeoutMs ?? 15000 }, step.waitState);
