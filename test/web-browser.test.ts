@@ -221,11 +221,16 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
 
       it('the right key over IPv4 (knock=1 link, file://) shows "opened" and opens the port for this browser only', async () => {
         expect(await lab.canConnect(b.host, lab.host('gw').ip4, SERVICE_PORT)).toBe(false);
-        const seen = await s.knockAt(fileUrl(profile('gw4')));
+        // After "opened" the page opens the profile's link (here: back to the page over http, marked ?after).
+        const after = `http://${lab.host(b.host).ip4}:${HTTP_PORT}/sesame.html?after`;
+        const seen = await s.knockAt(fileUrl(profile('gw4', { open: after })));
         expect(seen).toMatchObject({ state: 'opened', text: expect.stringMatching(/^opened: gw4/) });
+        process.stderr.write(`[figure] ${b.name}: knock=1 link, page ready -> "opened" in ${String((seen as { ms?: number }).ms)} ms\n`);
         expect(await lab.canConnect(b.host, lab.host('gw').ip4, SERVICE_PORT)).toBe(true);
         expect(await lab.canConnect('x', lab.host('gw').ip4, SERVICE_PORT)).toBe(false);
         expect(daemon.lines.some((l) => l.includes('"via":"web"') && l.includes(lab.host(b.host).ip4))).toBe(true);
+        await s.step({ sleepMs: 1500 });
+        expect((await s.step({ eval: 'location.href' })).eval).toBe(after);
       }, 40_000);
 
       it('over IPv6 from http://, imported without knock=1 and knocked with one tap', async () => {
@@ -233,6 +238,7 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
         expect(await lab.canConnect(b.host, gw6, SERVICE_PORT)).toBe(false);
         const seen = await s.knockAt(`/sesame.html#${buildWebFragment(profile('gw6', { hosts: [gw6] }))}`, 'article[data-profile="gw6"] button.knock');
         expect(seen).toMatchObject({ state: 'opened', text: expect.stringMatching(/^opened: gw6/) });
+        process.stderr.write(`[figure] ${b.name}: one tap -> "opened" in ${String((seen as { ms?: number }).ms)} ms\n`);
         expect(await lab.canConnect(b.host, gw6, SERVICE_PORT)).toBe(true);
         expect(await lab.canConnect('x', gw6, SERVICE_PORT)).toBe(false);
         if (b.name === 'chromium') {

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseWebLink } from '../src/web/link.js';
+import { upWebText } from '../src/web/provision.js';
 import { SESAME_BIN } from './harness/daemon.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-webcli-'));
@@ -89,5 +90,23 @@ describe('sesame keygen --web', () => {
     expect(b.code).toBe(2);
     expect(b.stdout).toBe('');
     expect(b.stderr).toMatch(/^sesame: --web: "ftp:\/\/x\/" is not an http:\/\/, https:\/\/ or file:\/\/ URL/);
+  });
+});
+
+describe('sesame up --web (the text beside the Fwknop2 QR)', () => {
+  const keys = { keyBase64: 'nu1zufkWsUyhDzpS19syGD5JdHwdCV0zjpDxiq3FJ7E=', hmacKeyBase64: 'AvLBQ0PFePAf6JyLUA21P2fX5PofcTufS31NnJBgtwL3cnaxQ22aOTPBpxnrapKwCMorEcoWhVhJShyyxuWKxg==', hmacType: 'sha256' as const };
+
+  it('prints the link for the guarded ports and the server, with a QR code', async () => {
+    const text = await upWebText('https://me.example.org/knock/', keys, 'gw.example.net', [{ proto: 'tcp', port: 22 }, { proto: 'tcp', port: 443 }]);
+    const link = /^ {2}(https:\/\/\S+)$/m.exec(text)![1]!;
+    expect(parseWebLink(new URL(link).hash).profile).toMatchObject({ hosts: ['gw.example.net'], access: ['tcp/22', 'tcp/443'], keyB64: keys.keyBase64, hmacKeyB64: keys.hmacKeyBase64 });
+    expect(text).toMatch(/▄|█/);
+  });
+
+  it('without --web says how to get a link, and prints no key', async () => {
+    const text = await upWebText(undefined, keys, 'gw', [{ proto: 'tcp', port: 22 }]);
+    expect(text).toMatch(/sesame web export/);
+    expect(text).toMatch(/sesame up --web/);
+    expect(text).not.toContain(keys.keyBase64.slice(0, 10));
   });
 });
