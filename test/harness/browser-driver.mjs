@@ -54,7 +54,6 @@ async function launch() {
         'app.update.enabled': false,
         'browser.safebrowsing.malware.enabled': false,
         'browser.safebrowsing.phishing.enabled': false,
-        'media.peerconnection.ice.obfuscate_host_addresses': false,
       },
     });
   }
@@ -63,7 +62,7 @@ async function launch() {
     headless: true,
     userDataDir: profileDir,
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--disable-features=WebRtcHideLocalIpsWithMdns,MediaRouter', '--allow-file-access-from-files'],
+      '--disable-sync'],
   });
 }
 
@@ -86,13 +85,21 @@ async function runStep(step) {
     return void (await page.type(step.type, step.text));
   }
   if (step.waitText) {
-    await page.waitForFunction((re) => new RegExp(re).test(document.getElementById('status')?.textContent ?? ''), { timeout: step.timeoutMs ?? 15000 }, step.waitText);
-    return { state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent) };
+    const seen = await page.waitForFunction((re) => {
+      const el = document.getElementById('status');
+      return el && new RegExp(re).test(el.textContent ?? '') ? JSON.stringify({ state: el.dataset.state, text: el.textContent }) : false;
+    }, { timeout: step.timeoutMs ?? 15000 }, step.waitText);
+    return JSON.parse(await seen.jsonValue());
   }
   if (step.waitState) {
     const t0 = Date.now();
-    await page.waitForFunction((states) => states.includes(document.getElementById('status')?.dataset.state), { timeout: step.timeoutMs ?? 15000 }, step.waitState);
-    return { state: await page.$eval('#status', (e) => e.dataset.state), text: await page.$eval('#status', (e) => e.textContent), ms: Date.now() - t0 };
+    // State and text are read in the same evaluation that sees the state: the page may navigate right after
+    // "opened" (the profile's open link), and a second round trip would find another document.
+    const seen = await page.waitForFunction((states) => {
+      const el = document.getElementById('status');
+      return el && states.includes(el.dataset.state) ? JSON.stringify({ state: el.dataset.state, text: el.textContent }) : false;
+    }, { timeout: step.timeoutMs ?? 15000 }, step.waitState);
+    return { ...JSON.parse(await seen.jsonValue()), ms: Date.now() - t0 };
   }
   if (step.eval) return { eval: await page.evaluate(step.eval) };
   if (step.screenshot) return void (await page.screenshot({ path: step.screenshot }));
