@@ -145,8 +145,17 @@ async function knockProfile(profile: WebProfile): Promise<void> {
 async function importProfile(profile: WebProfile, knock: boolean): Promise<void> {
   await save(upsertProfile(state.profiles, profile));
   render();
-  setStatus('idle', `imported ${profile.name}`);
-  if (knock) await knockProfile(profile);
+  if (knock) {
+    await knockProfile(profile);
+    return;
+  }
+  // Say now, not at the first tap, when this profile's packets can never be sent.
+  try {
+    buildWebKnock(profile, Date.now() / 1000);
+    setStatus('idle', `imported ${profile.name}`);
+  } catch (e) {
+    setStatus('error', `imported ${profile.name}, but it cannot knock: ${(e as Error).message}`);
+  }
 }
 
 /** Read a provisioning fragment once, then wipe it from the address bar and the history entry. */
