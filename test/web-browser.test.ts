@@ -209,6 +209,9 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
         expect(seen.state).toBe('error');
         expect(seen.text).toMatch(/^the packet would be \d+ characters; a web knock carries at most 255: .*fewer ports.*shorter HMAC digest/);
         expect((await s.step({ eval: 'window.isSecureContext' })).eval).toBe(false);
+        // Imported without knock=1, the page says at once that this profile cannot knock.
+        const imported = await s.knockAt(`/sesame.html#${buildWebFragment(long)}`);
+        expect(imported.text).toMatch(/^imported long, but it cannot knock: the packet would be \d+ characters/);
         expect(datagrams).toEqual([]);
       }, 40_000);
 
