@@ -93,6 +93,17 @@ class BrowserSession {
 
 const BROWSERS = [{ name: 'chromium', host: 'pc' }, { name: 'firefox', host: 'pf' }] as const;
 
+// The acknowledgement comes from the gateway side of issue 11 (branch webgw: src/gateway/web-knock.ts).
+// Without it, the tests that expect "opened" cannot pass: they skip loudly, and fail under CI=true.
+const WEB_GATEWAY = existsSync(path.join(REPO_DIR, 'src/gateway/web-knock.ts'));
+function itWithGateway(name: string, fn: () => Promise<void>, timeoutMs: number): void {
+  if (WEB_GATEWAY) return void it(name, fn, timeoutMs);
+  const why = 'needs sesame serve to answer web knocks (src/gateway/web-knock.ts, branch webgw); merge it';
+  if (process.env.CI === 'true') return void it(name, () => { throw new Error(why); });
+  console.warn(`SKIPPED: ${name}: ${why}`);
+  it.skip(name, fn);
+}
+
 describeWith('web knock page in real browsers against sesame serve', ['netns', 'nft', 'chromium', 'firefox-esr'], () => {
   let lab: Lab;
   let dir: string;
@@ -215,14 +226,14 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
         expect(datagrams).toEqual([]);
       }, 40_000);
 
-      it('a wrong key opens nothing and shows the failure', async () => {
+      itWithGateway('a wrong key opens nothing and shows the failure', async () => {
         const wrong = profile('wrong', { keyB64: other.keyBase64, hmacKeyB64: other.hmacKeyBase64 });
         const seen = await s.knockAt(fileUrl(wrong));
         expect(seen).toMatchObject({ state: 'failed', text: expect.stringMatching(/^no answer: check the keys/) });
         expect(await lab.canConnect(b.host, lab.host('gw').ip4, SERVICE_PORT)).toBe(false);
       }, 40_000);
 
-      it('the right key over IPv4 (knock=1 link, file://) shows "opened" and opens the port for this browser only', async () => {
+      itWithGateway('the right key over IPv4 (knock=1 link, file://) shows "opened" and opens the port for this browser only', async () => {
         expect(await lab.canConnect(b.host, lab.host('gw').ip4, SERVICE_PORT)).toBe(false);
         // After "opened" the page opens the profile's link (here: back to the page over http, marked ?after).
         const after = `http://${lab.host(b.host).ip4}:${HTTP_PORT}/sesame.html?after`;
@@ -236,7 +247,7 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
         expect((await s.step({ eval: 'location.href' })).eval).toBe(after);
       }, 40_000);
 
-      it('over IPv6 from http://, imported without knock=1 and knocked with one tap', async () => {
+      itWithGateway('over IPv6 from http://, imported without knock=1 and knocked with one tap', async () => {
         const gw6 = lab.host('gw').ip6;
         expect(await lab.canConnect(b.host, gw6, SERVICE_PORT)).toBe(false);
         const seen = await s.knockAt(`/sesame.html#${buildWebFragment(profile('gw6', { hosts: [gw6] }))}`, 'article[data-profile="gw6"] button.knock');
@@ -253,7 +264,7 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
       }, 40_000);
 
       if (b.name === 'chromium') {
-        it('a passphrase lock keeps the keys out of storage; a link that arrives while locked waits for the passphrase, then knocks', async () => {
+        itWithGateway('a passphrase lock keeps the keys out of storage; a link that arrives while locked waits for the passphrase, then knocks', async () => {
           await s.step({ type: '#lock-pass', text: 'correct horse battery' });
           await s.step({ click: '#lock-form button[type=submit]' });
           await s.step({ waitText: '^locked: the keys are stored encrypted' });
