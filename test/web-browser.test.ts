@@ -9,7 +9,7 @@
 // sends is also captured raw by a plain UDP listener on another host and
 // decoded with sesame's own codec, and a packet over 255 characters is refused
 // before anything is sent. One browser session per browser keeps the suite short.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePacket } from '../src/spa/packet.js';
 import { generateKeys } from '../src/client/keygen.js';
 import { buildWebFragment, type WebProfile } from '../src/web/link.js';
-import { SERVICE_PORT, startSesame, waitForLine, writeFwknopConfig, type RunningDaemon } from './harness/daemon.js';
+import { SERVICE_PORT, SESAME_BIN, startSesame, waitForLine, writeFwknopConfig, type RunningDaemon } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { HARNESS_DIR, REPO_DIR, sleep, Lab } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
@@ -51,7 +51,8 @@ class BrowserSession {
   }
 
   static async open(lab: Lab, host: string, browser: string, serveDir: string): Promise<BrowserSession> {
-    const job = JSON.stringify({ browser, serve: { dir: serveDir, host: lab.host(host).ip4, port: HTTP_PORT } });
+    // The https:// test uses a self-signed certificate made by the test: Chromium is told to accept it.
+    const job = JSON.stringify({ browser, serve: { dir: serveDir, host: lab.host(host).ip4, port: HTTP_PORT }, ignoreCertificateErrors: browser === 'chromium' });
     const child = spawn('ip', ['netns', 'exec', lab.host(host).ns, process.execPath, path.join(HARNESS_DIR, 'browser-driver.mjs'), job],
       { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, HOME: serveDir } });
     const s = new BrowserSession(child);
@@ -104,7 +105,7 @@ function itWithGateway(name: string, fn: () => Promise<void>, timeoutMs: number)
   it.skip(name, fn);
 }
 
-describeWith('web knock page in real browsers against sesame serve', ['netns', 'nft', 'chromium', 'firefox-esr'], () => {
+describeWith('web knock page in real browsers against sesame serve', ['netns', 'nft', 'chromium', 'firefox-esr', 'openssl'], () => {
   let lab: Lab;
   let dir: string;
   let pageFile: string;
@@ -225,6 +226,29 @@ describeWith('web knock page in real browsers against sesame serve', ['netns', '
         expect(imported.text).toMatch(/^imported long, but it cannot knock: the packet would be \d+ characters/);
         expect(datagrams).toEqual([]);
       }, 40_000);
+
+      if (b.name === 'chromium') {
+        it('over https:// the installable export registers its service worker and then opens offline', async () => {
+          const ip4 = lab.host(b.host).ip4;
+          const site = path.join(dir, 'site');
+          execFileSync(process.execPath, [SESAME_BIN, 'web', 'export', '--dir', site]);
+          const cert = path.join(dir, 'cert.pem');
+          const key = path.join(dir, 'key.pem');
+          execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+            '-days', '1', '-subj', `/CN=${ip4}`, '-addext', `subjectAltName=IP:${ip4}`], { stdio: 'ignore' });
+          const url = `https://${ip4}:8443/index.html`;
+          await s.step({ serveHttps: { dir: site, host: ip4, port: 8443, cert, key } });
+          await s.step({ goto: url });
+          const ready = 'Promise.race([navigator.serviceWorker.ready.then((r) => r.scope), new Promise((r) => setTimeout(() => r("no service worker"), 10000))])';
+          expect((await s.step({ eval: ready })).eval).toBe(`https://${ip4}:8443/`);
+          const cached = 'caches.keys().then((k) => Promise.all(k.map((n) => caches.open(n).then((c) => c.keys())))).then((l) => l.flat().map((r) => new URL(r.url).pathname).sort().join(" "))';
+          expect(String((await s.step({ eval: cached })).eval)).toBe('/ /icon-192.png /icon-512.png /icon.svg /index.html /manifest.webmanifest');
+          await s.step({ stopHttps: true });
+          // The server is gone: the page still opens, from the service worker's cache.
+          await s.step({ goto: url });
+          expect((await s.step({ eval: 'Boolean(navigator.serviceWorker.controller) && Boolean(document.querySelector("link[rel=manifest]")) && document.getElementById("status").dataset.state' })).eval).toBe('idle');
+        }, 40_000);
+      }
 
       itWithGateway('a wrong key opens nothing and shows the failure', async () => {
         const wrong = profile('wrong', { keyB64: other.keyBase64, hmacKeyB64: other.hmacKeyBase64 });

@@ -6,6 +6,7 @@
 // Steps: {goto: url} (a path starting with "/" is served from `serve`),
 //        {click: selector}, {type: selector, text}, {waitState: [states], timeoutMs},
 //        {waitText: regex source, timeoutMs}, {screenshot: file},
+//        {serveHttps: {dir, host, port, cert, key}}, {stopHttps: true},
 //        {eval: "expression"} (result recorded), {viewport: {width, height}}, {sleepMs}.
 // With `steps`, runs them and prints one JSON line { ok, results, error? }.
 // Without, it is a session: it prints {ready:true}, then reads one JSON step
@@ -13,6 +14,7 @@
 // closes the browser at end of input. Bounded: every wait has a timeout and
 // the caller kills the session by PID at teardown.
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -21,21 +23,28 @@ import puppeteer from 'puppeteer-core';
 const job = JSON.parse(process.argv[2]);
 const results = [];
 let server;
+let httpsServer;
 let browser;
 const profileDir = mkdtempSync(path.join(tmpdir(), 'sesame-browser-'));
 
+function fileHandler(dir) {
+  return (req, res) => {
+    const name = path.basename(new URL(req.url, 'http://x').pathname) || 'index.html';
+    try {
+      const body = readFileSync(path.join(dir, name));
+      const type = name.endsWith('.html') ? 'text/html; charset=utf-8' : name.endsWith('.js') ? 'text/javascript'
+        : name.endsWith('.webmanifest') ? 'application/manifest+json' : name.endsWith('.svg') ? 'image/svg+xml' : name.endsWith('.png') ? 'image/png' : 'application/octet-stream';
+      res.writeHead(200, { 'content-type': type });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  };
+}
+
 function serveDir(dir, host, port) {
   return new Promise((resolve, reject) => {
-    server = createServer((req, res) => {
-      const name = path.basename(new URL(req.url, 'http://x').pathname) || 'index.html';
-      try {
-        const body = readFileSync(path.join(dir, name));
-        res.writeHead(200, { 'content-type': name.endsWith('.html') ? 'text/html; charset=utf-8' : 'application/octet-stream' });
-        res.end(body);
-      } catch {
-        res.writeHead(404).end();
-      }
-    });
+    server = createServer(fileHandler(dir));
     server.once('error', reject);
     server.listen(port, host, () => resolve());
   });
@@ -62,7 +71,7 @@ async function launch() {
     headless: true,
     userDataDir: profileDir,
     args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync'],
+      '--disable-sync', ...(job.ignoreCertificateErrors ? ['--ignore-certificate-errors'] : [])],
   });
 }
 
@@ -80,6 +89,18 @@ async function runStep(step) {
     return undefined;
   }
   if (step.click) return void (await page.click(step.click));
+  if (step.serveHttps) {
+    const o = step.serveHttps;
+    httpsServer = createHttpsServer({ cert: readFileSync(o.cert), key: readFileSync(o.key) }, fileHandler(o.dir));
+    await new Promise((resolve, reject) => { httpsServer.once('error', reject); httpsServer.listen(o.port, o.host, resolve); });
+    return undefined;
+  }
+  if (step.stopHttps) {
+    httpsServer?.closeAllConnections?.();
+    await new Promise((resolve) => (httpsServer ? httpsServer.close(() => resolve()) : resolve()));
+    httpsServer = undefined;
+    return undefined;
+  }
   if (step.type) {
     await page.$eval(step.type, (e) => { e.closest('details')?.setAttribute('open', ''); e.value = ''; });
     return void (await page.type(step.type, step.text));
@@ -110,6 +131,7 @@ async function runStep(step) {
 async function cleanup() {
   await browser?.close().catch(() => undefined);
   server?.close();
+  httpsServer?.close();
   rmSync(profileDir, { recursive: true, force: true });
 }
 
