@@ -98,7 +98,8 @@ describe('web provisioning link', () => {
     expect(errorOf(`sesame=1&${ok}&knock=yes`)).toMatch(/^knock: "yes" is not 0 or 1/);
     expect(errorOf(`sesame=1&${ok}&colour=red`)).toMatch(/^unknown parameter "colour"/);
     expect(errorOf(`sesame=1&${ok}&port=1&port=2`)).toMatch(/^port: given more than once/);
-    expect(errorOf(`sesame=1&${ok}&name=%E0%A4%A`)).toMatch(/is not valid percent-encoding/);
+    expect(errorOf(`sesame=1&${ok}&name=%E0%A4%A`)).toBe('name: not valid percent-encoding; encode the value with encodeURIComponent');
+    expect(errorOf(`sesame=1&host=h&key=SECRETSECRET%zz&hmac=${enc(HMAC)}`)).not.toContain('SECRET');
     expect(errorOf(`sesame=1&host=bad_host!&key=${enc(KEY)}&hmac=${enc(HMAC)}`)).toMatch(/^host: "bad_host!" is not a host name or IP address/);
     expect(errorOf(`sesame=1&host=2001:db8::1::2&key=${enc(KEY)}&hmac=${enc(HMAC)}`)).toMatch(/^host: "2001:db8::1::2" is not an IPv6 address/);
   });

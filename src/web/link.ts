@@ -82,7 +82,9 @@ function decodeComponent(part: string, text: string): string {
   try {
     return decodeURIComponent(text);
   } catch {
-    return fail(`"${part.slice(0, 40)}" is not valid percent-encoding; encode the value with encodeURIComponent`);
+    // Name the parameter, never echo its value (it may be a key).
+    const name = part.split('=')[0]!.replace(/[^A-Za-z0-9_]/g, '').slice(0, 20);
+    return fail(`${name || 'a parameter'}: not valid percent-encoding; encode the value with encodeURIComponent`);
   }
 }
 
