@@ -241,6 +241,8 @@ export const ruleSchema = strict({
     timer: int(1, MAX_TIMEOUT, 'seconds').optional(),
   }).optional(),
   nat: natSchema.optional(),
+  web_knock: bool().optional(),
+  grant_prefix: strict({ ipv4: int(8, 32, 'IPv4 prefix bits').optional(), ipv6: int(16, 128, 'IPv6 prefix bits').optional() }).optional(),
 });
 export type RuleInput = z.output<typeof ruleSchema>;
 
