@@ -7,8 +7,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Namespace suites are independent (unique names per run) but each drives
-    // real processes; two cores are plenty busy with a few files at a time.
-    maxWorkers: 3,
+    // real processes (a systemd container, two browsers, daemons with a
+    // privileged monitor and a worker): two files at a time on two cores keeps
+    // the timing bounds of the lifecycle suites honest.
+    maxWorkers: 2,
     minWorkers: 1,
     reporters: ['default'],
   },
