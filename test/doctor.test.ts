@@ -102,8 +102,9 @@ function scenario(name: string, backend: string, loadHostFirewall: (lab: Lab) =>
       const cfgFile = path.join(tmp, 'sesame.yaml');
       writeFileSync(cfgFile, yaml(stateDir, backend), { mode: 0o600 });
       const daemon = startSesame(lab, 'gw', ['serve', '-c', cfgFile, '--log-format', 'json']);
-      await waitForEvents(daemon, 'ready', 1, 15_000);
+      // Known to afterAll before the wait: a daemon that is slow to get ready is still stopped and the lab removed.
       s = { lab, daemon, cfgFile, stateDir, tmp };
+      await waitForEvents(daemon, 'ready', 1, 30_000);
     });
     afterAll(async () => {
       if (s) await s.lab.stop(s.daemon.child);
