@@ -6,3 +6,5 @@ export { digestB64, hmacB64, constantTimeEqual, B64_LENGTH, digestCandidates } f
 export { bytesToKey, rijndaelEncrypt, rijndaelDecrypt, effectivePassphrase, MAX_KEY_LENGTH } from './rijndael.js';
 export * from './message.js';
 export * from './packet.js';
+export * from './stun.js';
+export { webAckKey, WEB_ACK_LABEL, MAX_WEB_PACKET } from './web-ack.js';

@@ -28,6 +28,11 @@ export const REJECTION_REASONS = [
   'bad_server_auth',
   'bad_client_timeout',
   'bad_length', // plaintext outside 36..1499 bytes
+  // STUN framing of web knocks (stun.ts, docs/web-knock.md):
+  'stun_malformed', // magic cookie present but the header or attributes are not well formed
+  'stun_bad_fingerprint', // FINGERPRINT present and wrong
+  'stun_not_binding_request', // well-formed STUN, but not a Binding request
+  'stun_no_username', // a Binding request without USERNAME: nothing to unwrap
 ] as const;
 
 export type RejectionReason = (typeof REJECTION_REASONS)[number];
