@@ -61,6 +61,8 @@ export interface AccessRule {
   enableCmdExec: boolean;
   cmdCycle?: CommandCycle;
   nat: NatPolicy;
+  /** Accept web knocks (STUN-framed SPA from a browser, docs/web-knock.md); undefined = on. */
+  webKnock?: boolean;
 }
 
 export type NftMode = 'guard' | 'sets';

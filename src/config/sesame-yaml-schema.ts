@@ -241,6 +241,7 @@ export const ruleSchema = strict({
     timer: int(1, MAX_TIMEOUT, 'seconds').optional(),
   }).optional(),
   nat: natSchema.optional(),
+  web_knock: bool().optional(),
 });
 export type RuleInput = z.output<typeof ruleSchema>;
 

@@ -36,6 +36,7 @@
 //       require_source_address: false
 //       enable_cmd_exec: false
 //       cmd_cycle: { open: "...", close: "...", timer: 30 }    # close omitted = fwknop's NONE
+//       web_knock: true            # accept knocks from a web browser (docs/web-knock.md)
 //       nat: { forwarding: false, local: false, snat: false, snat_address: IP, force_nat: { host: IP, port: N },
 //              force_snat: IP, force_masquerade: false, disable_dnat: false, forward_all: false }
 //   doors: [...]                   # knock doors, read by src/knockd/doors-yaml.ts
@@ -280,6 +281,7 @@ class Builder {
       enableCmdExec: r.enable_cmd_exec ?? false,
       ...(cycle ? { cmdCycle: { open: cycle.open, ...(cycle.close !== undefined ? { close: cycle.close } : {}), timerSec: cycle.timer ?? 0 } } : {}),
       nat: this.nat(r.nat, [...at, 'nat']),
+      ...(r.web_knock === false ? { webKnock: false } : {}),
     };
   }
 

@@ -8,7 +8,8 @@ import type { Backend, BackendLogger } from '../backends/backend.js';
 import type { AccessRule, GatewayConfig } from '../config/model.js';
 import { runProgram, describeFailure, type RunResult } from '../backends/exec.js';
 import { GrantManager } from './grants.js';
-import { openListeners } from './listener.js';
+import { openListeners, type Peer } from './listener.js';
+import { acknowledgement, unwrapDatagram, WebDuplicates } from './web-knock.js';
 import { Logger, RejectionLog } from './log.js';
 import { Pipeline, type Decision } from './pipeline.js';
 import { unmapAddress } from './policy.js';
@@ -38,10 +39,15 @@ export interface GatewayOptions {
   onReady?: (fields: Record<string, unknown>) => void;
 }
 
-export interface GatewayStats { received: number; granted: number; rejected: number }
+export interface GatewayStats {
+  received: number; granted: number; rejected: number;
+  /** Web knocks (docs/web-knock.md): STUN datagrams received, granted, and expected repeats answered again. */
+  web: number; web_granted: number; web_duplicates: number;
+}
 
 export class Gateway {
-  readonly stats: GatewayStats = { received: 0, granted: 0, rejected: 0 };
+  readonly stats: GatewayStats = { received: 0, granted: 0, rejected: 0, web: 0, web_granted: 0, web_duplicates: 0 };
+  private readonly webDuplicates = new WebDuplicates();
   private sockets: dgram.Socket[] = [];
   private readonly backends = new Map<string, Backend>();
   private readonly rejections: RejectionLog;
@@ -70,6 +76,7 @@ export class Gateway {
       limiter: { allow: (s: string) => this.limiter.allow(s) },
       // Replay protection can be switched on and off by a reload.
       replay: () => this.replay,
+      webDuplicates: this.webDuplicates,
     });
   }
 
@@ -93,7 +100,7 @@ export class Gateway {
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
     await this.grants.restore(MAIN);
-    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst) => this.onDatagram(buf, src, dst));
+    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
     const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
       backend: main.name,
@@ -149,12 +156,17 @@ export class Gateway {
     }
   }
 
-  private onDatagram(buf: Buffer, rawSrc: string, dst: string | undefined): void {
+  private onDatagram(buf: Buffer, rawSrc: string, dst: string | undefined, peer?: Peer): void {
     this.stats.received++;
     const src = unmapAddress(rawSrc);
+    const unwrapped = unwrapDatagram(buf);
+    const via = unwrapped.kind === 'plain' ? {} : { via: 'web' };
+    if (unwrapped.kind !== 'plain') this.stats.web++;
     let d: Decision;
     try {
-      d = this.pipeline.handle(buf.toString('latin1'), src, dst);
+      d = unwrapped.kind === 'reject'
+        ? { kind: 'reject', reason: unwrapped.reason, detail: unwrapped.detail }
+        : this.pipeline.handle(unwrapped.payload, src, dst, unwrapped.kind === 'web' ? 'web' : 'udp');
     } catch (e) {
       // Only I/O (the replay store) can throw here: refuse the packet, keep serving.
       this.opts.log.error('internal_error', { src, error: (e as Error).message });
@@ -162,12 +174,26 @@ export class Gateway {
     }
     if (d.kind === 'reject') {
       this.stats.rejected++;
-      this.rejections.reject(src, d.reason, { ...(d.rule ? { rule: d.rule } : {}), detail: d.detail, ...(d.fields ?? {}) });
+      this.rejections.reject(src, d.reason, { ...(d.rule ? { rule: d.rule } : {}), ...via, detail: d.detail, ...(d.fields ?? {}) });
+      return;
+    }
+    // A web knock is answered only once its grant is in place (a repeat too): "connected" in the browser means open.
+    const answer = unwrapped.kind === 'web' && peer
+      ? (done: Promise<boolean>) => void done.then((ok) => { if (ok) peer.reply(acknowledgement(unwrapped.request, src, peer.port, d.rule.hmacKey!)); })
+      : () => undefined;
+    if (d.kind === 'duplicate') {
+      this.stats.web_duplicates++;
+      answer(this.webDuplicates.done(d.webDigest));
       return;
     }
     this.stats.granted++;
+    if (unwrapped.kind === 'web') this.stats.web_granted++;
+    const track = (done: Promise<boolean>) => {
+      if (d.webDigest) this.webDuplicates.setDone(d.webDigest, done);
+      answer(done);
+    };
     if (d.kind === 'command') {
-      void this.runCommand(d, src);
+      track(this.runCommand(d, src, via));
       return;
     }
     const backendName = d.rule.cmdCycle ? `cmd:${d.rule.name}` : MAIN;
@@ -184,8 +210,9 @@ export class Gateway {
       if (!(e instanceof StateWriteError)) throw e;
       // Fail closed: a grant the journal cannot hold is not made (no firewall change).
       this.stats.granted--;
+      if (unwrapped.kind === 'web') this.stats.web_granted--;
       this.stats.rejected++;
-      this.rejections.reject(src, 'state_write_failed', { rule: d.rule.name, detail: e.message });
+      this.rejections.reject(src, 'state_write_failed', { rule: d.rule.name, ...via, detail: e.message });
       return;
     }
     this.opts.log.info('grant', {
@@ -198,16 +225,18 @@ export class Gateway {
       backend: b.name,
       rule: d.rule.name,
       user: d.message.username,
+      ...via,
     });
-    void this.grants.apply(grants, backendName, true);
+    track(this.grants.apply(grants, backendName, true));
   }
 
-  private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string): Promise<void> {
+  private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string, via: { via?: string } = {}): Promise<boolean> {
     const argv = d.command.trim().split(/\s+/);
-    this.opts.log.info('command', { src, allow: d.allowIp, rule: d.rule.name, program: argv[0] });
+    this.opts.log.info('command', { src, allow: d.allowIp, rule: d.rule.name, program: argv[0], ...via });
     const r = this.opts.runCommand ? await this.opts.runCommand(d.rule, d.command) : await runCommandMessage(d.command);
     if (r.code === 0) this.opts.log.info('command_done', { src, program: argv[0] });
     else this.opts.log.error('command_failed', { src, program: argv[0], error: describeFailure(r) });
+    return r.code === 0;
   }
 
   /** Swap rules, limits and the aging window; live grants and the backend stay. */

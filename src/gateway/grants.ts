@@ -39,7 +39,7 @@ export class GrantManager {
   private journalLines = 0;
   private timer: NodeJS.Timeout | undefined;
   private armedFor = Infinity;
-  private readonly pending = new Set<Promise<void>>();
+  private readonly pending = new Set<Promise<unknown>>();
 
   constructor(
     stateDir: string,
@@ -110,8 +110,12 @@ export class GrantManager {
     for (const e of entries) this.live.set(grantKey(e.grant), e);
   }
 
-  /** Record (see record()) and open grants; resolves when the firewall holds them (callers need not wait). */
-  apply(grants: Grant[], backendName: string, recorded = false): Promise<void> {
+  /**
+   * Record (see record()) and open grants; resolves when the firewall holds
+   * them (callers need not wait): true when every grant is in the firewall
+   * (failures are logged here, never thrown).
+   */
+  apply(grants: Grant[], backendName: string, recorded = false): Promise<boolean> {
     const b = this.backends(backendName);
     if (!b) return Promise.reject(new Error(`no backend ${backendName}`));
     if (!recorded) {
@@ -122,11 +126,12 @@ export class GrantManager {
       }
     }
     if (grants.some((g) => this.dueOf(this.live.get(grantKey(g))) < this.armedFor)) this.arm();
-    const p = Promise.all(grants.map((g) => b.open(g).catch((err) => {
+    const p = Promise.all(grants.map((g) => b.open(g).then(() => true, (err) => {
       // A backend that keeps retrying in the background (a router that is down) already logged the failure.
       const retrying = (err as { retrying?: boolean }).retrying === true;
       this.log.log(retrying ? 'warn' : 'error', retrying ? 'grant_pending' : 'grant_failed', { src: g.address, port: `${g.proto}/${g.port}`, backend: b.name, error: (err as Error).message });
-    }))).then(() => undefined);
+      return false;
+    }))).then((opened) => opened.every(Boolean));
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
     return p;

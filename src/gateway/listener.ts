@@ -1,12 +1,16 @@
 // Receive: UDP sockets on every configured address (IPv4 and IPv6, several at
-// once). Each datagram is handed to the pipeline as text; nothing is ever sent
-// back. A socket bound to a specific address knows the packet's destination;
+// once). Each datagram is handed to the pipeline with a way to answer its
+// sender from the same socket; only an acknowledged web knock ever uses it
+// (docs/web-knock.md), a plain SPA packet is never answered. A socket bound to a specific address knows the packet's destination;
 // a wildcard socket does not (fwknopd's UDP server records 0.0.0.0 then).
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Listener } from '../config/model.js';
 
-export type DatagramHandler = (payload: Buffer, source: string, destination: string | undefined) => void;
+/** The sender of a datagram: its port, and an answer to it from the socket that received it. */
+export interface Peer { port: number; reply(data: Uint8Array): void }
+
+export type DatagramHandler = (payload: Buffer, source: string, destination: string | undefined, peer: Peer) => void;
 
 export async function openListeners(listeners: Listener[], onDatagram: DatagramHandler): Promise<dgram.Socket[]> {
   const sockets: dgram.Socket[] = [];
@@ -29,7 +33,11 @@ export async function openListeners(listeners: Listener[], onDatagram: DatagramH
       sock.removeAllListeners('error');
       sock.on('error', () => undefined);
       const dest = wildcard ? undefined : l.address;
-      sock.on('message', (msg, rinfo) => onDatagram(msg, rinfo.address, dest));
+      sock.on('message', (msg, rinfo) => onDatagram(msg, rinfo.address, dest, {
+        port: rinfo.port,
+        // Best effort, like the datagram it answers: a lost answer makes the browser ask again.
+        reply: (data) => { try { sock.send(data, rinfo.port, rinfo.address); } catch { /* socket closing */ } },
+      }));
       sockets.push(sock);
     }
   } catch (e) {

@@ -2,7 +2,10 @@
 // length/alphabet, per-source rate limit, candidate rules by address, HMAC per
 // candidate (constant time), replay store, decrypt + decode, then the policy
 // of the rule that decrypted it. Returns one decision; acting on it (firewall,
-// logs) is the caller's job, so this stays synchronous and fast.
+// logs) is the caller's job, so this stays synchronous and fast. A web knock
+// (via 'web', docs/web-knock.md) takes the same path, only through rules that
+// accept web knocks, and a repeat of one it granted to the same source is a
+// 'duplicate' (answered again by the caller, not granted again).
 import type { AccessRule } from '../config/model.js';
 import { matchesAny } from '../config/address.js';
 import { checkWire, decryptAndDecode, RIJNDAEL_PREFIX, replayDigest, verifyHmac, LONG_PACKET } from '../spa/packet.js';
@@ -11,13 +14,18 @@ import type { Grant } from '../backends/backend.js';
 import { authorize, type PolicyReason } from './policy.js';
 import { StateWriteError, type ReplayStore } from './replay-store.js';
 import type { RejectionReason } from '../spa/result.js';
+import type { WebDuplicates } from './web-knock.js';
 
-export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired' | 'before_replay_floor' | 'state_write_failed';
+export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired' | 'before_replay_floor' | 'state_write_failed' | 'web_knock_off';
+
+/** How the packet arrived: a plain UDP datagram, or unwrapped from a browser's STUN check. */
+export type Via = 'udp' | 'web';
 
 export type Decision =
   | { kind: 'reject'; reason: GatewayReason; detail: string; rule?: string; fields?: Record<string, unknown> }
-  | { kind: 'grant'; rule: AccessRule; message: SpaMessage; grants: Grant[]; timeoutSec: number; allowIp: string }
-  | { kind: 'command'; rule: AccessRule; message: SpaMessage; command: string; allowIp: string };
+  | { kind: 'grant'; rule: AccessRule; message: SpaMessage; grants: Grant[]; timeoutSec: number; allowIp: string; webDigest?: string }
+  | { kind: 'command'; rule: AccessRule; message: SpaMessage; command: string; allowIp: string; webDigest?: string }
+  | { kind: 'duplicate'; rule: AccessRule; webDigest: string };
 
 export interface PipelineDeps {
   rules: () => readonly AccessRule[];
@@ -26,8 +34,13 @@ export interface PipelineDeps {
   limiter?: { allow(source: string): boolean };
   /** The replay store, or a getter for the current one (it can be switched on and off by a reload). */
   replay?: ReplayStore | (() => ReplayStore | undefined);
+  /** Web packets granted lately, for the browser's expected repeats. */
+  webDuplicates?: WebDuplicates;
   now?: () => number;
 }
+
+/** A rule answers web knocks unless it says no; without an HMAC key there is no W to acknowledge with. */
+const acceptsWeb = (r: AccessRule): boolean => r.webKnock !== false && r.hmacKey !== undefined;
 
 /** How far a packet got: a later stage's reason says more than an earlier one's. */
 const DEPTH: Partial<Record<GatewayReason, number>> = { hmac_mismatch: 1, too_long_for_stanza: 1, not_rijndael: 2, decryption_failed: 2, bad_ciphertext_length: 2 };
@@ -36,16 +49,20 @@ const depthOf = (r: GatewayReason): number => DEPTH[r] ?? 3;
 export class Pipeline {
   constructor(private readonly deps: PipelineDeps) {}
 
-  handle(payload: string, source: string, destination?: string): Decision {
+  handle(payload: string, source: string, destination?: string, via: Via = 'udp'): Decision {
     const sane = checkWire(payload);
     if (!sane.ok) return { kind: 'reject', reason: sane.reason, detail: sane.detail };
     if (this.deps.limiter && !this.deps.limiter.allow(source)) {
       return { kind: 'reject', reason: 'rate_limited', detail: 'too many packets from this source' };
     }
     const nowMs = (this.deps.now ?? Date.now)();
-    const candidates = this.deps.rules().filter((r) =>
+    const matching = this.deps.rules().filter((r) =>
       matchesAny(r.sources, source) && (!r.destinations || (destination !== undefined && matchesAny(r.destinations, destination))));
-    if (candidates.length === 0) return { kind: 'reject', reason: 'no_matching_rule', detail: 'no access rule matches this source address' };
+    if (matching.length === 0) return { kind: 'reject', reason: 'no_matching_rule', detail: 'no access rule matches this source address' };
+    const candidates = via === 'web' ? matching.filter(acceptsWeb) : matching;
+    if (candidates.length === 0) {
+      return { kind: 'reject', reason: 'web_knock_off', detail: 'the rules for this source do not accept web knocks (web_knock: false, or no HMAC key)' };
+    }
 
     let best: Extract<Decision, { kind: 'reject' }> | undefined;
     const note = (d: Extract<Decision, { kind: 'reject' }>) => {
@@ -71,6 +88,13 @@ export class Pipeline {
       if (payload.length >= LONG_PACKET && !rule.enableCmdExec) {
         note({ kind: 'reject', reason: 'too_long_for_stanza', detail: `${payload.length} characters; only rules that allow commands accept ${LONG_PACKET} or more`, rule: rule.name });
         continue;
+      }
+      if (via === 'web' && this.deps.webDuplicates) {
+        // After the HMAC: only the key holder's packet can earn an answer.
+        digest ??= replayDigest(payload);
+        const seen = this.deps.webDuplicates.check(digest, source, nowMs);
+        if (seen === 'duplicate') return { kind: 'duplicate', rule, webDigest: digest };
+        if (seen === 'other_source') return { kind: 'reject', reason: 'replay', detail: 'this packet was already used (granted to another source)', rule: rule.name };
       }
       if (replay && !burned) {
         digest ??= replayDigest(payload);
@@ -98,8 +122,13 @@ export class Pipeline {
       }
       const pol = authorize(dec.value, rule, { source, nowMs, maxAgeSec: this.deps.maxAgeSec(), ...(destination ? { destination } : {}) });
       if (!pol.ok) { note({ kind: 'reject', reason: pol.reason, detail: pol.detail, rule: rule.name, ...(pol.fields ? { fields: pol.fields } : {}) }); continue; }
-      if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp };
-      return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp };
+      let web: { webDigest?: string } = {};
+      if (via === 'web' && this.deps.webDuplicates) {
+        web = { webDigest: digest ??= replayDigest(payload) };
+        this.deps.webDuplicates.remember(digest, source, nowMs);
+      }
+      if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp, ...web };
+      return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp, ...web };
     }
     return best!;
   }
