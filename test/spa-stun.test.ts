@@ -187,9 +187,9 @@ describe('malformed and other STUN messages get named reasons', () => {
     const indication = buildBindingRequest({ transactionId: TXID, username: PACKET, fingerprint: false });
     indication[1] = 0x11;
     expect(reasonOf(indication)).toBe('stun_not_binding_request');
-    // USERNAME's type patched to PRIORITY's: a Binding request with nothing to unwrap.
+    // A Binding request with nothing to unwrap.
     const noUser = buildBindingRequest({ transactionId: TXID, username: '', fingerprint: false });
-    noUser[21] = 0x24;
+    noUser[20] = 0x80; noUser[21] = 0x22; // USERNAME becomes SOFTWARE
     expect(reasonOf(noUser)).toBe('stun_no_username');
   });
 
@@ -201,6 +201,13 @@ describe('malformed and other STUN messages get named reasons', () => {
     after.set(base); after.set([0x00, 0x24, 0x00, 0x04, 1, 2, 3, 4], base.length);
     after[2] = (after.length - 20) >> 8; after[3] = (after.length - 20) & 255;
     expect(reasonOf(after)).toBe('stun_malformed');
+  });
+
+  it('PRIORITY, USE-CANDIDATE, ICE-CONTROLLING with a wrong length are malformed', () => {
+    for (const [type, len] of [[ATTR_PRIORITY, 8], [ATTR_USE_CANDIDATE, 4], [ATTR_ICE_CONTROLLING, 4]] as const) {
+      const d = buildBindingRequest({ transactionId: TXID, username: PACKET, extra: [{ type, value: new Uint8Array(len) }] });
+      expect(reasonOf(d)).toBe('stun_malformed');
+    }
   });
 
   it('property: arbitrary bytes, and mutations of a real check, never throw and always answer with a named reason', () => {
@@ -219,7 +226,8 @@ describe('malformed and other STUN messages get named reasons', () => {
     const base = firefoxCheck(PACKET);
     fc.assert(fc.property(fc.integer({ min: 0, max: base.length - 1 }), fc.integer({ min: 1, max: 255 }), (at, x) => {
       const d = Uint8Array.from(base); d[at]! ^= x;
-      return named(d) && !parseBindingRequest(d).ok;
+      // FINGERPRINT catches nearly every change; one that re-frames the tail into a well-formed message may still parse.
+      return named(d);
     }), { numRuns: 2000 });
   });
 });

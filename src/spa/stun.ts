@@ -28,6 +28,17 @@ export const ATTR_ICE_CONTROLLING = 0x802a;
 export const ATTR_GOOG_NETWORK_INFO = 0xc057;
 
 const FINGERPRINT_XOR = 0x5354554e;
+
+/** Value lengths fixed by the RFCs (8489 section 14, 8445 section 16.1): any other is malformed. */
+const FIXED_LENGTH = new Map<number, readonly number[]>([
+  [ATTR_MESSAGE_INTEGRITY, [20]],
+  [ATTR_FINGERPRINT, [4]],
+  [ATTR_PRIORITY, [4]],
+  [ATTR_USE_CANDIDATE, [0]],
+  [ATTR_ICE_CONTROLLED, [8]],
+  [ATTR_ICE_CONTROLLING, [8]],
+  [ATTR_XOR_MAPPED_ADDRESS, [8, 20]],
+]);
 const MI_LENGTH = 20;
 /** RFC 8489 14.3: USERNAME is under 513 bytes. */
 const MAX_USERNAME = 512;
@@ -77,12 +88,12 @@ export function parseStun(d: Uint8Array): Result<StunMessage> {
     const padded = (aLen + 3) & ~3;
     if (at + 4 + padded > d.length) return reject('stun_malformed', `attribute 0x${hex16(aType)} at byte ${at} runs past the end of the message`);
     const value = d.subarray(at + 4, at + 4 + aLen);
+    const fixed = FIXED_LENGTH.get(aType);
+    if (fixed && !fixed.includes(aLen)) return reject('stun_malformed', `attribute 0x${hex16(aType)} has ${aLen} bytes instead of ${fixed.join(' or ')}`);
     if (aType === ATTR_FINGERPRINT) {
-      if (aLen !== 4) return reject('stun_malformed', `FINGERPRINT has ${aLen} bytes instead of 4`);
       if (at + 8 !== d.length) return reject('stun_malformed', 'FINGERPRINT is not the last attribute');
       if (readU32(value, 0) !== fingerprintOf(d.subarray(0, at))) return reject('stun_bad_fingerprint', 'the FINGERPRINT does not match the message (corrupted in transit)');
     } else if (aType === ATTR_MESSAGE_INTEGRITY) {
-      if (aLen !== MI_LENGTH) return reject('stun_malformed', `MESSAGE-INTEGRITY has ${aLen} bytes instead of ${MI_LENGTH}`);
       sawIntegrity = true;
     } else if (sawIntegrity && aType !== ATTR_FINGERPRINT) {
       // RFC 8489 14.5: only FINGERPRINT may follow MESSAGE-INTEGRITY (others are unprotected).
