@@ -16,6 +16,8 @@ import { acknowledgement, unwrapDatagram, WebDuplicates, DUPLICATE_WINDOW_MS } f
 import { encodePacket } from '../src/spa/packet.js';
 import { buildBindingRequest, parseStun, readXorMappedAddress, verifyMessageIntegrity } from '../src/spa/stun.js';
 import { webAckKey } from '../src/spa/web-ack.js';
+import { parseSesameYaml } from '../src/config/sesame-yaml.js';
+import { gatewayConfigToYaml } from '../src/config/to-yaml.js';
 
 const KEY = Buffer.from('0123456789abcdef0123456789abcdef');
 const HMAC = Buffer.from('h'.repeat(64));
@@ -143,5 +145,26 @@ describe('unwrapDatagram and the acknowledgement', () => {
       if (!m.ok) throw new Error(m.detail);
       expect(readXorMappedAddress(m.value)).toEqual({ family: fam, address: src, port: 40000 });
     }
+  });
+});
+
+describe('web_knock in sesame YAML', () => {
+  const yaml = (line?: string) => ['rules:', '  - name: r1', '    source: [any]', `    key_base64: ${KEY.toString('base64')}`,
+    `    hmac_key_base64: ${HMAC.toString('base64')}`, ...(line ? [`    ${line}`] : []), ''].join('\n');
+
+  it('is on unless a rule says web_knock: false; the converter keeps it', () => {
+    expect(parseSesameYaml(yaml(), 'sesame.yaml').rules[0]!.webKnock).toBeUndefined();
+    expect(parseSesameYaml(yaml('web_knock: true'), 'sesame.yaml').rules[0]!.webKnock).toBeUndefined();
+    const off = parseSesameYaml(yaml('web_knock: false'), 'sesame.yaml');
+    expect(off.rules[0]!.webKnock).toBe(false);
+    const again = parseSesameYaml(gatewayConfigToYaml(off), 'sesame.yaml');
+    expect(again.rules[0]!.webKnock).toBe(false);
+  });
+
+  it('a wrong value or a misspelt key is a one-line error naming it', () => {
+    const err = (text: string) => { try { parseSesameYaml(text, 'sesame.yaml'); } catch (e) { return (e as Error).message; } return 'no error'; };
+    expect(err(yaml('web_knock: "no"'))).toMatch(/^sesame\.yaml:6: rules\[0\]\.web_knock: expected true or false/);
+    expect(err(yaml('web_knok: false'))).toMatch(/web_knok.*web_knock/);
+    expect(err(yaml('web_knock: "no"'))).not.toMatch(/\n/);
   });
 });
