@@ -109,6 +109,17 @@ describe('web knocks in the pipeline', () => {
     expect(both.p.handle(packet(), '198.51.100.2', undefined, 'web')).toMatchObject({ kind: 'grant', rule: { name: 'on' } });
   });
 
+  it('repeats keep the window open (consent checks), but never past the lifetime cap', () => {
+    const c = new WebDuplicates(10_000, 100, 60_000);
+    c.remember('p', '198.51.100.2', NOW);
+    for (let t = 5_000; t <= 60_000; t += 5_000) expect(c.check('p', '198.51.100.2', NOW + t)).toBe('duplicate');
+    expect(c.check('p', '198.51.100.2', NOW + 60_001)).toBeUndefined();
+    c.remember('q', '198.51.100.2', NOW);
+    // Another source's attempt does not extend it.
+    expect(c.check('q', '198.51.100.9', NOW + 9_000)).toBe('other_source');
+    expect(c.check('q', '198.51.100.2', NOW + 10_001)).toBeUndefined();
+  });
+
   it('the duplicate cache is bounded: the oldest grant is forgotten first', () => {
     const c = new WebDuplicates(10_000, 3);
     for (const d of ['a', 'b', 'c', 'd']) c.remember(d, '198.51.100.2', NOW);

@@ -7,7 +7,8 @@
 //   - WebDuplicates: the browser sends the same P many times (Chromium every
 //     62.5 ms until answered, Firefox 7 times over 6 s, consent checks after
 //     `connected`). A repeat of a granted P from the same source within
-//     DUPLICATE_WINDOW_MS is answered again, never granted again, never
+//     DUPLICATE_WINDOW_MS of the grant or of the last repeat (at most
+//     MAX_DUPLICATE_LIFETIME_MS after the grant) is answered again, never granted again, never
 //     logged as a replay; from another source it stays a replay. Bounded;
 //   - acknowledgement(): the Binding Success keyed with W, sent only for a
 //     granted P. Everything else gets no answer at all.
@@ -18,6 +19,12 @@ import type { RejectionReason } from '../spa/result.js';
 
 /** Long enough for Firefox's last retransmission (6.3 s) and a consent check or two; short enough to stay small. */
 export const DUPLICATE_WINDOW_MS = 10_000;
+/**
+ * Each answered repeat extends the window (a page that keeps the connection
+ * open sends consent checks every 2.6-5 s: they must not turn into replay
+ * lines), but never past this long after the grant.
+ */
+export const MAX_DUPLICATE_LIFETIME_MS = 60_000;
 /** Grants remembered at once; the oldest is forgotten first (then its repeats are replays, which fails closed). */
 export const MAX_DUPLICATE_ENTRIES = 4096;
 
@@ -35,7 +42,7 @@ export function unwrapDatagram(buf: Uint8Array): Unwrapped {
 }
 
 /** done: resolves true once the grant is in the firewall (a repeat is answered only then, like the first). */
-interface Entry { source: string; until: number; done: Promise<boolean> }
+interface Entry { source: string; until: number; last: number; done: Promise<boolean> }
 
 /** Until the caller says the grant is in place (setDone), a repeat gets no answer: fail closed. */
 const NOT_YET = Promise.resolve(false);
@@ -44,19 +51,25 @@ const NOT_YET = Promise.resolve(false);
 export class WebDuplicates {
   private readonly entries = new Map<string, Entry>();
 
-  constructor(private readonly windowMs = DUPLICATE_WINDOW_MS, private readonly max = MAX_DUPLICATE_ENTRIES) {}
+  constructor(
+    private readonly windowMs = DUPLICATE_WINDOW_MS,
+    private readonly max = MAX_DUPLICATE_ENTRIES,
+    private readonly lifetimeMs = MAX_DUPLICATE_LIFETIME_MS,
+  ) {}
 
   /** 'duplicate': same source, in the window; 'other_source': granted to someone else, in the window. */
   check(digest: string, source: string, nowMs: number): 'duplicate' | 'other_source' | undefined {
     const e = this.entries.get(digest);
     if (!e) return undefined;
-    if (nowMs > e.until) { this.entries.delete(digest); return undefined; }
-    return e.source === source ? 'duplicate' : 'other_source';
+    if (nowMs > Math.min(e.last + this.windowMs, e.until)) { this.entries.delete(digest); return undefined; }
+    if (e.source !== source) return 'other_source';
+    e.last = nowMs;
+    return 'duplicate';
   }
 
   remember(digest: string, source: string, nowMs: number): void {
     this.entries.delete(digest);
-    this.entries.set(digest, { source, until: nowMs + this.windowMs, done: NOT_YET });
+    this.entries.set(digest, { source, until: nowMs + this.lifetimeMs, last: nowMs, done: NOT_YET });
     // Map order is insertion order: the first entries are the oldest.
     for (const k of this.entries.keys()) {
       if (this.entries.size <= this.max) break;
