@@ -265,7 +265,7 @@ const CRC_TABLE = (() => {
 
 function crc32Update(crc: number, data: Uint8Array): number {
   let c = crc;
-  for (const b of data) c = CRC_TABLE[(c ^ b) & 0xff]! ^ (c >>> 8);
+  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
   return c >>> 0;
 }
 
@@ -352,7 +352,8 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
-const latin1 = (b: Uint8Array): string => String.fromCharCode(...b);
+// fromCharCode.apply takes the typed array as it is (spreading it is ten times slower); USERNAME is at most 512 bytes.
+const latin1 = (b: Uint8Array): string => String.fromCharCode.apply(null, b as unknown as number[]);
 const latin1Bytes = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0) & 0xff);
 const utf8Bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex16 = (n: number): string => n.toString(16).padStart(4, '0');
