@@ -36,11 +36,13 @@ export interface Grant {
   packetSource?: string;
   /** Address the SPA packet was sent to ($DST), when known. */
   destination?: string;
+  /** `address` is a network of this many bits (grant_prefix); absent = one address. Only nftables guard mode takes these. */
+  prefix?: number;
 }
 
-export function grantKey(g: Pick<Grant, 'address' | 'proto' | 'port'> & { nat?: NatTarget }): string {
+export function grantKey(g: Pick<Grant, 'address' | 'proto' | 'port'> & { nat?: NatTarget; prefix?: number }): string {
   const nat = g.nat ? `>${g.nat.local ? 'local' : g.nat.host}:${g.nat.port}` : '';
-  return `${g.address}|${g.proto}|${g.port}${nat}`;
+  return `${g.address}${g.prefix !== undefined ? `/${g.prefix}` : ''}|${g.proto}|${g.port}${nat}`;
 }
 
 export interface Backend {

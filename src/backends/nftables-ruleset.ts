@@ -7,6 +7,7 @@
 //   set guarded   { inet_proto . inet_service }            ports sesame guards
 //   set granted4  { ipv4_addr . inet_proto . inet_service; timeout }
 //   set granted6  { ipv6_addr . inet_proto . inet_service; timeout }
+//   set granted4_net / granted6_net  the same with flags interval: grant_prefix grants
 //   chain guard   hook input, priority filter - 10: loopback (iif lo) and
 //                 established/related pass;
 //                 traffic to a guarded port passes only from a granted source;
@@ -28,6 +29,9 @@ import type { PortSpec } from '../spa/types.js';
 
 export const GRANTED4 = 'granted4';
 export const GRANTED6 = 'granted6';
+/** Prefix grants (grant_prefix, docs/grant-prefix.md): network . proto . port intervals, timed. */
+export const GRANTED4_NET = 'granted4_net';
+export const GRANTED6_NET = 'granted6_net';
 export const GUARDED = 'guarded';
 export const GUARD_CHAIN = 'guard';
 export const GUARD_PRIORITY = 'filter - 10';
@@ -115,6 +119,8 @@ export function renderTable(opts: RulesetOptions): string {
     `\tset ${GUARDED} {\n\t\ttype inet_proto . inet_service${guarded}\n\t}`,
     `\tset ${GRANTED4} {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
     `\tset ${GRANTED6} {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags timeout\n\t}`,
+    `\tset ${GRANTED4_NET} {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}`,
+    `\tset ${GRANTED6_NET} {\n\t\ttype ipv6_addr . inet_proto . inet_service\n\t\tflags interval,timeout\n\t}`,
     ...(opts.nat ? natSets() : []),
     ...(opts.spaShield && opts.spaShield.ports.length > 0 ? shieldSets(opts.spaShield) : []),
     ...(opts.extraSets ?? []).map((s) => `\t${s}`),
@@ -134,6 +140,8 @@ export function renderTable(opts: RulesetOptions): string {
     `\t\tmeta l4proto . th dport != @${GUARDED} accept`,
     `\t\tip saddr . meta l4proto . th dport @${GRANTED4} accept`,
     `\t\tip6 saddr . meta l4proto . th dport @${GRANTED6} accept`,
+    `\t\tip saddr . meta l4proto . th dport @${GRANTED4_NET} accept`,
+    `\t\tip6 saddr . meta l4proto . th dport @${GRANTED6_NET} accept`,
     `\t\tdrop`,
     `\t}`,
     ...(opts.nat ? natChains() : []),

@@ -44,7 +44,7 @@ import { describeFailure, netnsPrefix, oneLine, runProgram, spawnSupervised } fr
 import { ExpiryTimer } from './expiry.js';
 import { canonicalAddress, checkGrant, ipFamily, type NatExtras } from './grant-check.js';
 import {
-  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, GUARD_CHAIN, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
+  DNAT4, DNAT6, FORWARDED4, FORWARDED6, GRANTED4, GRANTED6, GRANTED4_NET, GRANTED6_NET, GUARD_CHAIN, MASQUERADE4, MASQUERADE6, NAT_TARGETS4, NAT_TARGETS6,
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
 import { chainRepairScript, damagedChain } from './nftables-repair.js';
@@ -224,6 +224,11 @@ const SENTINEL_OUTPUT = /packet mark.*32 bits/;
 function valueText(v: unknown): string {
   if (typeof v === 'number') return String(v);
   if (typeof v === 'string') return ipFamily(v) ? canonicalAddress(v) : v;
+  if (v && typeof v === 'object' && 'prefix' in v) {
+    // An interval element (grant_prefix): written as `network/len`, listed as { prefix: { addr, len } }.
+    const p = (v as { prefix: { addr?: unknown; len?: unknown } }).prefix;
+    return `${valueText(p.addr)}/${String(p.len)}`;
+  }
   if (v && typeof v === 'object' && 'concat' in v && Array.isArray((v as { concat: unknown }).concat)) {
     return (v as { concat: unknown[] }).concat.map(valueText).join(' . ');
   }
@@ -368,6 +373,9 @@ export class NftablesBackend implements Backend {
     if (grant.nat && !this.natEnabled) {
       throw new Error(this.guardMode ? 'nftables: NAT grant refused, NAT is disabled for this backend' : 'nftables sets mode cannot do NAT grants (sesame creates nothing in your table); use guard mode for NAT');
     }
+    if (grant.prefix !== undefined && (!this.guardMode || grant.nat)) {
+      throw new Error('nftables: a prefix grant (grant_prefix) needs guard mode and no NAT');
+    }
     const setName = grant.family === 4 ? this.set4 : this.set6;
     if (setName === '') throw new Error(`nftables sets mode: no set configured for IPv${grant.family} grants (sets.set${grant.family})`);
     const key = grantKey({ ...grant, address: addr });
@@ -488,6 +496,7 @@ export class NftablesBackend implements Backend {
     const v6 = g.family === 6;
     const granted = v6 ? this.set6 : this.set4;
     const p: Proto = g.proto;
+    if (g.prefix !== undefined) return [{ set: v6 ? GRANTED6_NET : GRANTED4_NET, key: `${addr}/${g.prefix} . ${p} . ${g.port}`, timed: true }];
     if (!g.nat) return [{ set: granted, key: `${addr} . ${p} . ${g.port}`, timed: true }];
     if (g.nat.local) {
       return [
@@ -692,6 +701,12 @@ export class NftablesBackend implements Backend {
         const [addr, proto, port] = splitKey(key);
         if (proto !== 'tcp' && proto !== 'udp') continue;
         grants.push(base(addr!, family, proto, Number(port), info));
+      }
+      for (const [key, info] of this.guardMode ? state.sets.get(family === 4 ? GRANTED4_NET : GRANTED6_NET) ?? [] : []) {
+        const [net, proto, port] = splitKey(key);
+        const m = /^(.+)\/([0-9]{1,3})$/.exec(net ?? '');
+        if (info.expiresMs === undefined || !m || (proto !== 'tcp' && proto !== 'udp')) continue;
+        grants.push({ ...base(m[1]!, family, proto, Number(port), info), prefix: Number(m[2]) });
       }
     }
     return grants.filter((g) => ipFamily(g.address) === g.family && Number.isInteger(g.port));

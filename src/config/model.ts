@@ -63,6 +63,8 @@ export interface AccessRule {
   nat: NatPolicy;
   /** Accept web knocks (STUN-framed SPA from a browser, docs/web-knock.md); undefined = on. */
   webKnock?: boolean;
+  /** Grant the allowed address's network of this many bits instead of the address (docs/grant-prefix.md); off when absent. */
+  grantPrefix?: { ipv4?: number; ipv6?: number };
 }
 
 export type NftMode = 'guard' | 'sets';

@@ -242,6 +242,7 @@ export const ruleSchema = strict({
   }).optional(),
   nat: natSchema.optional(),
   web_knock: bool().optional(),
+  grant_prefix: strict({ ipv4: int(8, 32, 'IPv4 prefix bits').optional(), ipv6: int(16, 128, 'IPv6 prefix bits').optional() }).optional(),
 });
 export type RuleInput = z.output<typeof ruleSchema>;
 

@@ -36,7 +36,8 @@
 //       require_source_address: false
 //       enable_cmd_exec: false
 //       cmd_cycle: { open: "...", close: "...", timer: 30 }    # close omitted = fwknop's NONE
-//       web_knock: true            # accept knocks from a web browser (docs/web-knock.md)
+//       web_knock: true            # accept knocks from a web browser (docs/web-knock-gateway.md)
+//       grant_prefix: { ipv4: 24, ipv6: 64 }   # grant the source's network (docs/grant-prefix.md); off by default
 //       nat: { forwarding: false, local: false, snat: false, snat_address: IP, force_nat: { host: IP, port: N },
 //              force_snat: IP, force_masquerade: false, disable_dnat: false, forward_all: false }
 //   doors: [...]                   # knock doors, read by src/knockd/doors-yaml.ts
@@ -58,6 +59,7 @@ import { validTableName } from '../backends/nftables-ruleset.js';
 import { normalizeFingerprint, parseRouterUrl } from '../backends/routeros/target.js';
 import { validateListTemplate } from '../backends/routeros/list-name.js';
 import { BACKEND_KINDS } from './sesame-yaml-schema.js';
+import { grantPrefixProblem } from '../gateway/grant-prefix.js';
 
 const MAX_KEY_BYTES = 32;
 const LEGACY_KEY_BYTES = 16;
@@ -159,10 +161,13 @@ class Builder {
     if (maxPacketAgeSec === 0) this.warn(['max_packet_age'], 'packet aging is off: old packets are accepted (replay protection still applies)');
     const replayProtection = c.replay_protection ?? true;
     if (!replayProtection) this.warn(['replay_protection'], 'replay protection is off: a captured packet can be sent again');
+    const backend = this.backend(c.backend, rules);
+    const prefixProblem = grantPrefixProblem({ backend, rules });
+    if (prefixProblem) this.fail(['rules', rules.findIndex((r) => r.grantPrefix), 'grant_prefix'], prefixProblem, true);
     return {
       sources: this.files,
       listeners,
-      backend: this.backend(c.backend, rules),
+      backend,
       rules,
       maxPacketAgeSec,
       replayProtection,
@@ -282,6 +287,7 @@ class Builder {
       ...(cycle ? { cmdCycle: { open: cycle.open, ...(cycle.close !== undefined ? { close: cycle.close } : {}), timerSec: cycle.timer ?? 0 } } : {}),
       nat: this.nat(r.nat, [...at, 'nat']),
       ...(r.web_knock === false ? { webKnock: false } : {}),
+      ...(r.grant_prefix && (r.grant_prefix.ipv4 !== undefined || r.grant_prefix.ipv6 !== undefined) ? { grantPrefix: { ...r.grant_prefix } } : {}),
     };
   }
 

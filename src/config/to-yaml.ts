@@ -69,6 +69,7 @@ function ruleYaml(r: AccessRule): Record<string, unknown> {
   const nat = natYaml(r.nat);
   if (nat) out.nat = nat;
   if (r.webKnock === false) out.web_knock = false;
+  if (r.grantPrefix) out.grant_prefix = { ...r.grantPrefix };
   return out;
 }
 

@@ -10,6 +10,7 @@ import { runProgram, describeFailure, type RunResult } from '../backends/exec.js
 import { GrantManager } from './grants.js';
 import { openListeners, type Peer } from './listener.js';
 import { acknowledgement, unwrapDatagram, WebDuplicates } from './web-knock.js';
+import { grantPrefixProblem } from './grant-prefix.js';
 import { Logger, RejectionLog } from './log.js';
 import { Pipeline, type Decision } from './pipeline.js';
 import { unmapAddress } from './policy.js';
@@ -60,6 +61,8 @@ export class Gateway {
   hostFirewall: Promise<FirewallFinding[]> = Promise.resolve([]);
 
   private constructor(cfg: GatewayConfig, private readonly opts: GatewayOptions) {
+    const prefixProblem = grantPrefixProblem(cfg);
+    if (prefixProblem) throw new Error(prefixProblem);
     this.cfg = cfg;
     const log = opts.log;
     this.rejections = new RejectionLog(log);
@@ -220,6 +223,7 @@ export class Gateway {
       allow: d.allowIp,
       ports: grants.map((g) => `${g.proto}/${g.port}`),
       ...(grants[0]?.nat ? { nat: `${grants[0].nat.local ? 'local' : grants[0].nat.host}:${grants[0].nat.port}` } : {}),
+      ...(grants[0]?.prefix !== undefined ? { prefix: `${grants[0].address}/${grants[0].prefix}` } : {}),
       timeout_s: grants[0]?.timeoutSec,
       expires_at: new Date(grants[0]?.expiresAt ?? Date.now()).toISOString(),
       backend: b.name,
@@ -241,6 +245,8 @@ export class Gateway {
 
   /** Swap rules, limits and the aging window; live grants and the backend stay. */
   async reload(cfg: GatewayConfig): Promise<void> {
+    const prefixProblem = grantPrefixProblem({ backend: this.cfg.backend, rules: cfg.rules });
+    if (prefixProblem) throw new Error(prefixProblem);
     if (JSON.stringify(cfg.backend) !== JSON.stringify(this.cfg.backend)) {
       this.opts.log.warn('reload_backend_unchanged', { message: 'backend settings changed; they take effect at the next restart' });
     }

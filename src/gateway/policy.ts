@@ -7,6 +7,7 @@ import type { AccessRule } from '../config/model.js';
 import { isIPv4 } from '../spa/message.js';
 import type { SpaMessage } from '../spa/message.js';
 import { MessageType, type PortSpec } from '../spa/types.js';
+import { applyGrantPrefix } from './grant-prefix.js';
 
 export type PolicyReason =
   | 'too_old'
@@ -112,5 +113,5 @@ export function authorize(msg: SpaMessage, rule: AccessRule, ctx: PacketContext)
     packetSource: ctx.source,
     ...(ctx.destination ? { destination: ctx.destination } : {}),
   }));
-  return { ok: true, grants, timeoutSec, allowIp };
+  return { ok: true, grants: applyGrantPrefix(grants, rule), timeoutSec, allowIp };
 }

@@ -127,7 +127,9 @@ export async function nftSetElements(lab: Lab, host: string, set: string, table 
   if (r.code !== 0) throw new Error(`nft -j list set ${set} failed: ${r.stderr}`);
   const objs = (JSON.parse(r.stdout) as { nftables: Record<string, unknown>[] }).nftables;
   const s = objs.map((o) => o.set as { elem?: unknown[] } | undefined).find((x) => x !== undefined);
-  const text = (v: unknown): string => (v && typeof v === 'object' && 'concat' in v ? (v as { concat: unknown[] }).concat.map(String).join(' . ') : String(v));
+  // Interval elements (grant_prefix) list as { prefix: { addr, len } }: shown as `addr/len`.
+  const part = (v: unknown): string => (v && typeof v === 'object' && 'prefix' in v ? `${(v as { prefix: { addr: string; len: number } }).prefix.addr}/${(v as { prefix: { len: number } }).prefix.len}` : String(v));
+  const text = (v: unknown): string => (v && typeof v === 'object' && 'concat' in v ? (v as { concat: unknown[] }).concat.map(part).join(' . ') : part(v));
   return (s?.elem ?? []).map((e) => {
     if (e && typeof e === 'object' && 'elem' in e) {
       const el = (e as { elem: { val: unknown; expires?: number } }).elem;

@@ -10,6 +10,7 @@
 // while the guard stays in place (fail closed). RouterOS needs no privilege:
 // it runs entirely in the worker.
 import { fork, type ChildProcess } from 'node:child_process';
+import { grantPrefixProblem } from '../grant-prefix.js';
 import { fileURLToPath } from 'node:url';
 import type { Backend } from '../../backends/backend.js';
 import { createBackend } from '../../backends/index.js';
@@ -78,6 +79,8 @@ export class Monitor {
 
   /** Start everything; resolves with the worker's ready fields once its listeners are bound. */
   static async start(cfg: GatewayConfig, opts: MonitorOptions): Promise<{ monitor: Monitor; ready: Record<string, unknown> }> {
+    const prefixProblem = grantPrefixProblem(cfg);
+    if (prefixProblem) throw new Error(prefixProblem);
     const identity = resolveWorkerUser(opts.user);
     ensureStateDir(cfg.stateDir, {
       owner: identity,
@@ -276,6 +279,8 @@ export class Monitor {
 
   /** SIGHUP: the monitor's copy first (policy, new command cycles), then the worker's. Backend and listeners stay until a restart. */
   async reload(next: GatewayConfig): Promise<void> {
+    const prefixProblem = grantPrefixProblem({ backend: this.cfg.backend, rules: next.rules });
+    if (prefixProblem) throw new Error(prefixProblem);
     await this.syncCommandBackends(next.rules);
     const cfg = { ...next, backend: this.cfg.backend, listeners: this.cfg.listeners, stateDir: this.cfg.stateDir };
     this.policy = policyFromConfig(cfg);

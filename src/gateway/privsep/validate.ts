@@ -11,6 +11,7 @@ import type { Grant } from '../../backends/backend.js';
 import { ipFamily } from '../../backends/grant-check.js';
 import type { GatewayConfig } from '../../config/model.js';
 import { MAX_CLIENT_TIMEOUT } from '../../spa/message.js';
+import { allowedPrefixes, networkOf } from '../grant-prefix.js';
 
 export const MAIN_BACKEND = 'main';
 export const commandBackendName = (rule: string): string => `cmd:${rule}`;
@@ -28,6 +29,8 @@ export interface MonitorPolicy {
   nat: { forward: boolean; local: boolean; snat: boolean };
   /** Rules whose type-0 command messages may run (ENABLE_CMD_EXEC). */
   commandRules: ReadonlySet<string>;
+  /** Prefix lengths a grant may carry per family (grant_prefix); empty: single addresses only. */
+  prefixes: { 4: ReadonlySet<number>; 6: ReadonlySet<number> };
 }
 
 /** Lifetimes are computed from the worker's clock a moment before the monitor sees them. */
@@ -56,7 +59,7 @@ export function policyFromConfig(cfg: GatewayConfig): MonitorPolicy {
     if (r.enableCmdExec) commandRules.add(r.name);
   }
   if (cfg.backend.kind === 'nftables') for (const p of cfg.backend.guardPorts) ports.add(`${p.proto}/${p.port}`);
-  return { backends, ports: any ? 'any' : ports, maxTimeoutSec, maxCycleTimeoutSec: maxCycle, nat, commandRules };
+  return { backends, ports: any ? 'any' : ports, maxTimeoutSec, maxCycleTimeoutSec: maxCycle, nat, commandRules, prefixes: allowedPrefixes(cfg) };
 }
 
 const ipLiteral = z.string().max(64).refine((s) => ipFamily(s) !== undefined, 'not an IP address literal');
@@ -83,6 +86,7 @@ const grantSchema = z.strictObject({
   nat: natSchema.optional(),
   packetSource: ipLiteral.optional(),
   destination: ipLiteral.optional(),
+  prefix: z.number().int().min(0).max(128).optional(),
 });
 
 const backendName = z.string().min(1).max(300);
@@ -104,7 +108,7 @@ export type Validated =
   | { ok: false; reason: RefusalReason; detail: string; id?: number };
 
 export type RefusalReason =
-  | 'malformed' | 'unknown_op' | 'unknown_backend' | 'family_mismatch' | 'port_not_allowed'
+  | 'malformed' | 'prefix_not_allowed' | 'unknown_op' | 'unknown_backend' | 'family_mismatch' | 'port_not_allowed'
   | 'timeout_too_long' | 'expiry_inconsistent' | 'nat_not_allowed' | 'command_not_allowed';
 
 const OPS = new Set(['init', 'list', 'shutdown', 'open', 'close', 'command']);
@@ -141,6 +145,11 @@ export function validateRequest(raw: unknown, policy: MonitorPolicy, nowMs: numb
   if (g.nat && !g.nat.local && ipFamily(g.nat.host) !== g.family) return refuse('family_mismatch', `NAT host ${g.nat.host} is not an IPv${g.family} address`, raw);
   // Closing only ever takes access away: a well-formed close for a known backend is enough.
   if (req.op === 'close') return { ok: true, request: req };
+  if (g.prefix !== undefined) {
+    if (!policy.prefixes[g.family].has(g.prefix) || req.backend !== MAIN_BACKEND) return refuse('prefix_not_allowed', `no rule grants IPv${g.family} /${g.prefix} prefixes`, raw);
+    if (networkOf(g.address, g.family, g.prefix) !== g.address) return refuse('malformed', `${g.address}/${g.prefix} is not a network address`, raw);
+    if (g.nat) return refuse('nat_not_allowed', 'a prefix grant cannot be forwarded', raw);
+  }
   if (policy.ports !== 'any' && !policy.ports.has(`${g.proto}/${g.port}`)) return refuse('port_not_allowed', `${g.proto}/${g.port} is not in any rule's open ports`, raw);
   const cycle = req.backend !== MAIN_BACKEND;
   const limit = (cycle ? policy.maxCycleTimeoutSec : policy.maxTimeoutSec) + TIMEOUT_SLACK_SEC;
