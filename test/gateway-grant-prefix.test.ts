@@ -88,8 +88,8 @@ describeWith('grant_prefix: the nftables guard opens the network, not only the a
   let daemon: RunningDaemon;
   const tmp = scratchPath('sesame-prefix-');
 
-  const knock = async (host: string, dst: string): Promise<void> => {
-    const r = await lab.exec(host, process.execPath, [SESAME_BIN, 'knock', '-A', `tcp/${SERVICE_PORT}`, '-s', '-D', dst, '-p', String(SPA_PORT),
+  const knock = async (host: string, dst: string, timeout: string[] = []): Promise<void> => {
+    const r = await lab.exec(host, process.execPath, [SESAME_BIN, 'knock', '-A', `tcp/${SERVICE_PORT}`, '-s', '-D', dst, '-p', String(SPA_PORT), ...timeout,
       '--key-base64-rijndael', KEY_B64, '--key-base64-hmac', HMAC_B64, '--no-rc-file']);
     if (r.code !== 0) throw new Error(`knock failed: ${r.stderr}`);
   };
@@ -129,7 +129,7 @@ describeWith('grant_prefix: the nftables guard opens the network, not only the a
   });
 
   it('IPv6: a knock from ::2 opens ::/126 (::3 too), not ::5', async () => {
-    await knock('cl', GW6);
+    await knock('cl', GW6, ['-f', '60']);
     await waitForEvents(daemon, 'grant', 2, 5000);
     expect(events(daemon, 'grant').at(-1)).toMatchObject({ src: '2001:db8::2', prefix: '2001:db8::/126' });
     expect(await lab.waitOpen('cl', GW6, SERVICE_PORT, 2000)).toBeGreaterThanOrEqual(0);
@@ -145,5 +145,18 @@ describeWith('grant_prefix: the nftables guard opens the network, not only the a
     expect(await lab.waitOpen('lap', GW4, SERVICE_PORT, 2000)).toBeGreaterThanOrEqual(0);
     expect(await nftSetElements(lab, 'gw', 'granted4')).toEqual([expect.objectContaining({ key: `198.51.100.6 . tcp . ${SERVICE_PORT}` })]);
     expect(await lab.canConnect('far', GW4, SERVICE_PORT, 300)).toBe(false);
+  });
+
+  it('a restart keeps the live prefix grant (journal and kernel listing agree): ::3 still gets in, nothing opened twice', async () => {
+    await lab.stop(daemon.child);
+    daemon = startSesame(lab, 'gw', ['serve', '-c', path.join(tmp, 'sesame.yaml'), '--log-format', 'json']);
+    await waitForEvents(daemon, 'ready', 1, 20_000);
+    const restored = await waitForEvents(daemon, 'grants_restored', 1, 5000);
+    // The v6 prefix grant and the laptop's; adopted 0: the kernel's interval element read back as the journal's grant.
+    expect(restored[0]).toMatchObject({ restored: 2, adopted: 0 });
+    expect(await nftSetElements(lab, 'gw', 'granted6_net')).toEqual([expect.objectContaining({ key: `2001:db8::/126 . tcp . ${SERVICE_PORT}` })]);
+    expect(await lab.canConnect('nb', GW6, SERVICE_PORT, 1000)).toBe(true);
+    expect(await lab.canConnect('far', GW6, SERVICE_PORT, 300)).toBe(false);
+    expect(daemon.logText()).not.toMatch(/grant_failed|nft_watchdog_error/);
   });
 });
