@@ -45,7 +45,7 @@ function setup(rules: AccessRule[], opts: { replay?: boolean; now?: () => number
   if (opts.replay !== false) {
     const d = mkdtempSync(path.join(os.tmpdir(), 'sesame-webpipe-'));
     dirs.push(d);
-    replay = new ReplayStore(d, 120);
+    replay = new ReplayStore(d, 120, () => Math.floor((opts.now ?? (() => NOW))() / 1000));
     replay.open();
   }
   const webDuplicates = new WebDuplicates();
