@@ -73,7 +73,7 @@ function rejections(lines: string[], format: 'json' | 'text'): Rejection[] {
 
 interface RegexRun { ips: string[]; matched: string[]; summary: string }
 
-async function fail2banRegex(log: string, filter: string): Promise<RegexRun> {
+async function fail2banRegex(log: string, filter: string, extra: string[] = []): Promise<RegexRun> {
   const { execFile } = await import('node:child_process');
   const run = (args: string[]) => new Promise<string>((resolve, reject) => {
     execFile('fail2ban-regex', args, { timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
@@ -81,8 +81,8 @@ async function fail2banRegex(log: string, filter: string): Promise<RegexRun> {
       else resolve(stdout);
     });
   });
-  const ips = (await run(['-o', 'ip', log, filter])).split('\n').map((l) => l.trim()).filter(Boolean);
-  const full = await run(['--print-all-matched', '--print-no-missed', log, filter]);
+  const ips = (await run([...extra, '-o', 'ip', log, filter])).split('\n').map((l) => l.trim()).filter(Boolean);
+  const full = await run([...extra, '--print-all-matched', '--print-no-missed', log, filter]);
   const section = full.split('|- Matched line(s):')[1]?.split('\n`-')[0] ?? '';
   const matched = section.split('\n').filter((l) => l.startsWith('|  ')).map((l) => l.slice(3));
   const summary = /Lines: .*/.exec(full)?.[0] ?? '';
@@ -182,6 +182,17 @@ describeWith('fail2ban filter over a real sesame log', ['root', 'netns', 'fwknop
         expect(others.length).toBeGreaterThan(0);
         for (const l of run.matched) expect(others).not.toContain(l);
       });
+
+      it('matches the same lines as the systemd backend hands them (HOST IDENT[PID]: MESSAGE, date left in)', async () => {
+        // fail2ban's journal backend prefixes each MESSAGE like syslog and takes the time from the
+        // journal entry, so the line's own timestamp stays in it: {NONE} turns the date detector off likewise.
+        const journal = path.join(tmp, `journal-${format}.log`);
+        const prefixed = (l: string) => `gw node[4242]: ${l}`;
+        writeFileSync(journal, logs[format].map(prefixed).join('\n') + '\n');
+        const j = await fail2banRegex(journal, FILTER, ['-d', '{NONE}']);
+        expect(j.ips).toEqual(expected.map((r) => r.src));
+        expect(j.matched).toEqual(expected.map((r) => prefixed(r.line)));
+      }, 60_000);
 
       it('never bans the address planted in client-chosen text, which a naive filter would ban', async () => {
         expect(run.ips).not.toContain(PLANTED);
