@@ -8,6 +8,7 @@
 // JSON and text formats: every rejection line is matched with its own source,
 // nothing else is matched, the planted address never is. A naive filter run
 // over the same log proves the planted text is there and would work.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,7 +75,6 @@ function rejections(lines: string[], format: 'json' | 'text'): Rejection[] {
 interface RegexRun { ips: string[]; matched: string[]; summary: string }
 
 async function fail2banRegex(log: string, filter: string, extra: string[] = []): Promise<RegexRun> {
-  const { execFile } = await import('node:child_process');
   const run = (args: string[]) => new Promise<string>((resolve, reject) => {
     execFile('fail2ban-regex', args, { timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new Error(`fail2ban-regex ${args.join(' ')}: ${err.message} ${stderr}`));
