@@ -23,6 +23,8 @@ declare -A NEED=(
   [script]=bsdutils
   [chromium]=chromium
   [firefox-esr]=firefox-esr
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
@@ -35,7 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install-test-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # No package may start a system service (redis-server's postinst would): the tests run their own, by PID.
+    policy=/usr/sbin/policy-rc.d; own_policy=
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod 755 "$policy"; own_policy=1; fi
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || { [ -z "$own_policy" ] || rm -f "$policy"; exit 1; }
+    [ -z "$own_policy" ] || rm -f "$policy"
   else
     echo "install-test-deps: WARNING: missing Debian packages: ${missing[*]} (need root and apt-get); suites that need them will skip" >&2
   fi
@@ -69,6 +75,12 @@ fi
 # fwknop-server's package may start a system fwknopd; the tests run their own.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now fwknop-server >/dev/null 2>&1 || true; fi
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now fail2ban >/dev/null 2>&1 || true; fi
+# Likewise a system Redis (test/cluster.test.ts starts its own in a namespace): disabled, and stopped by its PID file.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now redis-server >/dev/null 2>&1 || true; fi
+if [ "$(id -u)" = 0 ] && [ -s /run/redis/redis-server.pid ]; then
+  pid=$(cat /run/redis/redis-server.pid)
+  if [ -r "/proc/$pid/comm" ] && grep -q '^redis-server' "/proc/$pid/comm"; then kill "$pid" || true; fi
+fi
 
 # A git worktree whose node_modules is a symlink to the main checkout's keeps
 # it as it is: npm ci would empty the shared directory under everyone.

@@ -105,6 +105,28 @@ export interface RouterTarget {
 
 export interface Listener { address: string; port: number }
 
+/** Several gateways sharing replay protection through Redis/Valkey (docs/cluster.md). */
+export interface ClusterConfig {
+  /** redis://host[:port][/db] or rediss://… (TLS); no password in it (password_file / password_env). */
+  url: string;
+  /** ACL user; the default user when absent. */
+  user?: string;
+  /** Where the password comes from; the monitor resolves it to { value } for the worker. */
+  password?: { file: string } | { env: string } | { value: string };
+  /** rediss://: a CA file to verify the server with (else the system's), and the name to verify. */
+  tls?: { caFile?: string; servername?: string; /** The CA's text, read by the monitor for the worker. */ caPem?: string };
+  /** Key prefix, so several clusters can share one server (default "sesame:"). */
+  prefix: string;
+  /** Sentinel for a highly available Redis: the sentinels and the master's name. */
+  sentinel?: { name: string; sentinels: { host: string; port: number }[] };
+  /** Redis unreachable within timeoutMs: refuse the knock, or accept it with the local store alone ('unshared'). */
+  onUnavailable: 'refuse' | 'local';
+  /** Bound on the shared check, milliseconds (default 100). */
+  timeoutMs: number;
+  /** Grant-sharing group (default: the cluster, i.e. the prefix). */
+  group: string;
+}
+
 export interface GatewayConfig {
   /** File(s) the config came from, for messages. */
   sources: string[];
@@ -124,6 +146,8 @@ export interface GatewayConfig {
   log: { format: 'json' | 'text'; level: 'debug' | 'info' | 'warn' | 'error' };
   /** Directives read but not implemented, named for the start-up warning. */
   warnings: string[];
+  /** Shared state with other gateways through Redis (docs/cluster.md); off when absent. */
+  cluster?: ClusterConfig;
 }
 
 export const DEFAULTS = {

@@ -293,7 +293,25 @@ export const backendSchema = z.discriminatedUnion('kind', [
 ]);
 export type BackendInput = z.output<typeof backendSchema>;
 
-export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, replay_retention, rate_limit, log, backend, rules, doors';
+export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, replay_retention, rate_limit, log, backend, rules, doors, cluster';
+
+/** cluster: shared replay protection through Redis (docs/cluster.md); cross-field checks in sesame-yaml.ts. */
+export const clusterSchema = strict({
+  redis: text('a Redis URL such as redis://198.51.100.10:6379 or rediss://redis.example:6380'),
+  user: text('a Redis ACL user name').optional(),
+  password_file: filePath().optional(),
+  password_env: text('an environment variable name').optional(),
+  tls: strict({ ca_file: filePath().optional(), servername: text('a host name').optional() }).optional(),
+  prefix: text('a key prefix such as sesame:').optional(),
+  sentinel: strict({
+    name: text('the name of the master the sentinels watch'),
+    sentinels: z.array(text('a sentinel as host:port')),
+  }).optional(),
+  on_unavailable: choice(['refuse', 'local'] as const).optional(),
+  timeout_ms: int(1, 10_000, 'milliseconds the shared check may take').optional(),
+  group: text('a group name').optional(),
+});
+export type ClusterInput = z.output<typeof clusterSchema>;
 
 export const configSchema = strict({
   listen: listen().optional(),
@@ -313,5 +331,6 @@ export const configSchema = strict({
   rules: z.array(ruleSchema).optional(),
   /** Knock doors: read by src/knockd/doors-yaml.ts from the same file. */
   doors: z.unknown().optional(),
+  cluster: clusterSchema.optional(),
 });
 export type ConfigInput = z.output<typeof configSchema>;

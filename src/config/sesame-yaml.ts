@@ -60,6 +60,9 @@ import { normalizeFingerprint, parseRouterUrl } from '../backends/routeros/targe
 import { validateListTemplate } from '../backends/routeros/list-name.js';
 import { BACKEND_KINDS } from './sesame-yaml-schema.js';
 import { grantPrefixProblem } from '../gateway/grant-prefix.js';
+import { parseRedisUrl, parseSentinel } from '../cluster/config.js';
+import type { ClusterConfig } from './model.js';
+import type { ClusterInput } from './sesame-yaml-schema.js';
 
 const MAX_KEY_BYTES = 32;
 const LEGACY_KEY_BYTES = 16;
@@ -179,6 +182,7 @@ class Builder {
       },
       log: { format: c.log?.format ?? CONFIG_DEFAULTS.log.format, level: c.log?.level ?? CONFIG_DEFAULTS.log.level },
       warnings: this.warnings,
+      ...(c.cluster ? { cluster: this.cluster(c.cluster, ['cluster'], replayProtection) } : {}),
     };
   }
 
@@ -364,6 +368,50 @@ class Builder {
     } catch (e) {
       this.fail(p, (e as Error).message);
     }
+  }
+
+  /** cluster: (docs/cluster.md): the URL, one password source, TLS only with rediss://. */
+  private cluster(c: ClusterInput, at: DataPath, replayProtection: boolean): ClusterConfig {
+    let tls = false;
+    this.check([...at, 'redis'], () => { tls = parseRedisUrl(c.redis).tls; });
+    if (!replayProtection) this.fail(at, 'a cluster shares replay protection, which is off (remove replay_protection: false or the cluster section)');
+    if (c.password_file !== undefined && c.password_env !== undefined) this.fail([...at, 'password_env'], 'give only one of password_file, password_env (password_file is set too)', true);
+    let password: ClusterConfig['password'];
+    if (c.password_file !== undefined) {
+      this.secretFile([...at, 'password_file'], c.password_file, 'PASSWORD');
+      password = { file: path.resolve(this.baseDir, c.password_file) };
+    } else if (c.password_env !== undefined) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(c.password_env)) this.fail([...at, 'password_env'], `${quote(c.password_env)} is not an environment variable name`);
+      password = { env: c.password_env };
+    }
+    if (c.user !== undefined && password === undefined) this.fail([...at, 'user'], 'an ACL user needs a password (password_file or password_env)', true);
+    if (c.tls !== undefined && !tls) this.fail([...at, 'tls'], 'TLS settings need a rediss:// URL (redis:// is plain text)', true);
+    if (tls && c.tls?.ca_file !== undefined) {
+      try {
+        statSync(path.resolve(this.baseDir, c.tls.ca_file));
+      } catch {
+        this.fail([...at, 'tls', 'ca_file'], `cannot read ${quote(c.tls.ca_file)}: no such file`);
+      }
+    }
+    if (password !== undefined && !tls) this.warn(at, 'the Redis password travels in plain text (redis://); use rediss:// with tls');
+    const sentinels = (c.sentinel?.sentinels ?? []).map((s, i) => {
+      let out = { host: '', port: 0 };
+      this.check([...at, 'sentinel', 'sentinels', i], () => { out = parseSentinel(s); });
+      return out;
+    });
+    if (c.sentinel && sentinels.length === 0) this.fail([...at, 'sentinel', 'sentinels'], 'the list is empty (expected at least one sentinel host:port)');
+    const prefix = c.prefix ?? 'sesame:';
+    return {
+      url: c.redis,
+      ...(c.user !== undefined ? { user: c.user } : {}),
+      ...(password ? { password } : {}),
+      ...(tls ? { tls: { ...(c.tls?.ca_file !== undefined ? { caFile: path.resolve(this.baseDir, c.tls.ca_file) } : {}), ...(c.tls?.servername !== undefined ? { servername: c.tls.servername } : {}) } } : {}),
+      prefix,
+      ...(c.sentinel ? { sentinel: { name: c.sentinel.name, sentinels } } : {}),
+      onUnavailable: c.on_unavailable ?? 'refuse',
+      timeoutMs: c.timeout_ms ?? 100,
+      group: c.group ?? prefix,
+    };
   }
 
   private router(r: Extract<BackendInput, { kind: 'routeros' }>['routers'][number], at: DataPath): RouterTarget {

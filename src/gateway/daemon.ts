@@ -23,6 +23,7 @@ import { doorPorts } from '../knockd/door.js';
 import { doorsNftFragments } from '../knockd/nftables.js';
 import { reportHostFirewall } from '../doctor/startup.js';
 import type { FirewallFinding } from '../doctor/host-firewall.js';
+import { ClusterGate } from '../cluster/gate.js';
 
 const MAIN = 'main';
 
@@ -54,6 +55,8 @@ export class Gateway {
   private readonly rejections: RejectionLog;
   private readonly grants: GrantManager;
   private replay: ReplayStore | undefined;
+  /** Shared replay protection with the other gateways (docs/cluster.md); absent without cluster:. */
+  private cluster: ClusterGate | undefined;
   private readonly pipeline: Pipeline;
   private limiter: RateLimiter;
   private cfg: GatewayConfig;
@@ -97,6 +100,7 @@ export class Gateway {
     const log = this.opts.log;
     for (const w of this.cfg.warnings) log.warn('config_warning', { message: w });
     this.replay = openReplayStore(this.cfg, this.replayNote);
+    if (this.cfg.cluster && this.replay) this.cluster = new ClusterGate(this.cfg.cluster, this.cfg, this.replayNote);
     // A firewall reload that wiped sesame's table may have brought new host rules: check those too.
     const main = this.opts.backend ?? Gateway.createMainBackend(this.cfg, this.opts, () => { this.hostFirewall = reportHostFirewall(this.cfg, this.backendLogger()); });
     this.backends.set(MAIN, main);
@@ -180,6 +184,20 @@ export class Gateway {
       this.rejections.reject(src, d.reason, { ...(d.rule ? { rule: d.rule } : {}), ...via, detail: d.detail, ...(d.fields ?? {}) });
       return;
     }
+    // Clustered: the shared burn (bounded by timeout_ms) comes before the decision is acted on.
+    const burned = d.kind === 'duplicate' ? undefined : d.burned;
+    if (this.cluster && burned !== undefined && d.kind !== 'duplicate') {
+      void this.cluster.check(burned).then((v) => {
+        if (v.ok) { this.act(d, src, unwrapped, peer, v.unshared ? { ...via, unshared: true } : via); return; }
+        this.stats.rejected++;
+        this.rejections.reject(src, v.reason, { rule: d.rule.name, ...via, detail: v.detail });
+      });
+      return;
+    }
+    this.act(d, src, unwrapped, peer, via);
+  }
+
+  private act(d: Exclude<Decision, { kind: 'reject' }>, src: string, unwrapped: ReturnType<typeof unwrapDatagram>, peer: Peer | undefined, via: { via?: string; unshared?: boolean }): void {
     // A web knock is answered only once its grant is in place (a repeat too): "connected" in the browser means open.
     const answer = unwrapped.kind === 'web' && peer
       ? (done: Promise<boolean>) => void done.then((ok) => { if (ok) peer.reply(acknowledgement(unwrapped.request, src, peer.port, d.rule.hmacKey!)); })
@@ -257,6 +275,7 @@ export class Gateway {
     for (const r of cfg.rules) if (r.cmdCycle) await this.backends.get(`cmd:${r.name}`)!.init();
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
     this.replay?.setWindow(cfg.maxPacketAgeSec);
+    this.cluster?.setWindow(cfg);
     if (cfg.replayProtection !== (this.replay !== undefined)) {
       this.replay?.close();
       this.replay = openReplayStore({ ...cfg, stateDir: this.cfg.stateDir }, this.replayNote);
@@ -279,6 +298,7 @@ export class Gateway {
     this.grants.stop();
     this.rejections.stop();
     this.replay?.close();
+    this.cluster?.close();
     for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
     this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
   }

@@ -16,15 +16,15 @@ import { StateWriteError, type ReplayStore } from './replay-store.js';
 import type { RejectionReason } from '../spa/result.js';
 import type { WebDuplicates } from './web-knock.js';
 
-export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired' | 'before_replay_floor' | 'state_write_failed' | 'web_knock_off';
+export type GatewayReason = RejectionReason | PolicyReason | 'rate_limited' | 'no_matching_rule' | 'replay' | 'rule_expired' | 'before_replay_floor' | 'state_write_failed' | 'web_knock_off' | 'cluster_unavailable';
 
 /** How the packet arrived: a plain UDP datagram, or unwrapped from a browser's STUN check. */
 export type Via = 'udp' | 'web';
 
 export type Decision =
   | { kind: 'reject'; reason: GatewayReason; detail: string; rule?: string; fields?: Record<string, unknown> }
-  | { kind: 'grant'; rule: AccessRule; message: SpaMessage; grants: Grant[]; timeoutSec: number; allowIp: string; webDigest?: string }
-  | { kind: 'command'; rule: AccessRule; message: SpaMessage; command: string; allowIp: string; webDigest?: string }
+  | { kind: 'grant'; rule: AccessRule; message: SpaMessage; grants: Grant[]; timeoutSec: number; allowIp: string; webDigest?: string; burned?: string }
+  | { kind: 'command'; rule: AccessRule; message: SpaMessage; command: string; allowIp: string; webDigest?: string; burned?: string }
   | { kind: 'duplicate'; rule: AccessRule; webDigest: string };
 
 export interface PipelineDeps {
@@ -127,8 +127,10 @@ export class Pipeline {
         web = { webDigest: digest ??= replayDigest(payload) };
         this.deps.webDuplicates.remember(digest, source, nowMs);
       }
-      if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp, ...web };
-      return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp, ...web };
+      // The digest this call burned locally: the cluster burns it too before the decision is acted on (docs/cluster.md).
+      const shared = burned && digest !== undefined ? { burned: digest } : {};
+      if ('command' in pol) return { kind: 'command', rule, message: dec.value, command: pol.command, allowIp: pol.allowIp, ...web, ...shared };
+      return { kind: 'grant', rule, message: dec.value, grants: pol.grants, timeoutSec: pol.timeoutSec, allowIp: pol.allowIp, ...web, ...shared };
     }
     return best!;
   }

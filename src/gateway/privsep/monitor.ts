@@ -180,7 +180,9 @@ export class Monitor {
       const { loadPassword } = await import('../../backends/routeros/target.js');
       backend = { ...backend, routers: backend.routers.map((r) => ({ ...r, password: { value: loadPassword(r.password).reveal() } })) };
     }
-    return { ...cfg, stateDir: '.', backend };
+    // The Redis password likewise (docs/cluster.md): the worker gets the value, never the file or the environment.
+    const { clusterForWorker } = await import('../../cluster/redis.js');
+    return { ...cfg, stateDir: '.', backend, ...(cfg.cluster ? { cluster: clusterForWorker(cfg.cluster) } : {}) };
   }
 
   private sendTo(child: ChildProcess, m: ToWorker): void {
