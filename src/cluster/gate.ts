@@ -25,7 +25,10 @@ export class ClusterGate {
 
   async check(digest: string): Promise<GateVerdict> {
     const outcome = await this.replay.burn(digest, this.ttlMs);
-    if (outcome === 'fresh') return { ok: true, unshared: false };
+    if (outcome === 'fresh') {
+      this.replay.remember(digest, this.ttlMs);
+      return { ok: true, unshared: false };
+    }
     if (outcome === 'used') return { ok: false, reason: 'replay', detail: 'this packet was already used (at a gateway of the cluster)' };
     if (this.cfg.onUnavailable === 'local') {
       this.replay.remember(digest, this.ttlMs);

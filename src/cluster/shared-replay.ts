@@ -6,9 +6,11 @@
 // packet contents. The answer is bounded (timeout_ms): a server that is down,
 // slow or stopped yields 'unavailable', and the caller refuses the knock
 // (on_unavailable: refuse) or grants it on the local store alone (local).
-// Digests accepted while unshared are written to Redis once it is back (in the
-// background, bounded), so a packet used during an outage is refused by the
-// other gateways afterwards.
+// Every digest this gateway granted within the horizon is kept in memory
+// (bounded) and written again with SET NX at every (re)connection, in the
+// background: a packet granted while Redis was unreachable (local mode), or
+// one whose key a restarted Redis without persistence lost, is refused by the
+// other gateways once the server is back.
 import type { Redis } from 'ioredis';
 import type { ClusterConfig } from '../config/model.js';
 import { connectRedis } from './redis.js';
@@ -23,7 +25,7 @@ export function replayTtlMs(windowSec: number, retentionSec: number): number {
   return (horizon + 60) * 1000;
 }
 
-/** Unshared digests kept for the background write-back; beyond this the oldest are dropped (and counted). */
+/** Granted digests kept for the write-back at reconnection; beyond this the oldest are dropped (and counted). */
 const MAX_BACKLOG = 10_000;
 
 export class SharedReplay {
@@ -71,15 +73,20 @@ export class SharedReplay {
     });
   }
 
-  /** A digest granted on the local store alone: burned in Redis once it is back. */
+  /** A digest granted here (shared or not): burned again in Redis at its next (re)connection. */
   remember(digest: string, ttlMs: number): void {
+    const now = Date.now();
+    // Insertion order is expiry order (one TTL): the expired ones are at the front.
+    for (const [d, until] of this.backlog) {
+      if (until > now) break;
+      this.backlog.delete(d);
+    }
     if (this.backlog.size >= MAX_BACKLOG) {
       const oldest = this.backlog.keys().next().value as string;
       this.backlog.delete(oldest);
       this.dropped++;
     }
-    this.backlog.set(digest, Date.now() + ttlMs);
-    if (this.up) void this.flushBacklog();
+    this.backlog.set(digest, now + ttlMs);
   }
 
   private flushing = false;
@@ -92,21 +99,18 @@ export class SharedReplay {
       for (const [digest, until] of [...this.backlog]) {
         if (this.closed || this.redis.status !== 'ready') return;
         const left = until - Date.now();
-        if (left > 0) await this.redis.set(this.key(digest), '1', 'PX', left, 'NX');
-        this.backlog.delete(digest);
+        if (left <= 0) { this.backlog.delete(digest); continue; }
+        await this.redis.set(this.key(digest), '1', 'PX', left, 'NX');
         written++;
       }
     } catch {
       // Still down: the next 'ready' tries again.
     } finally {
       this.flushing = false;
-      if (written > 0) this.note('info', 'cluster_backfilled', { digests: written, pending: this.backlog.size });
+      if (written > 0) this.note('info', 'cluster_backfilled', { digests: written });
     }
   }
 
-  get pending(): number {
-    return this.backlog.size;
-  }
 
   /** Round trip for `sesame doctor` / status: latency in ms, or the error. */
   async ping(): Promise<{ ok: true; ms: number } | { ok: false; error: string }> {
