@@ -30,10 +30,9 @@ export class ClusterGate {
       return { ok: true, unshared: false };
     }
     if (outcome === 'used') return { ok: false, reason: 'replay', detail: 'this packet was already used (at a gateway of the cluster)' };
-    if (this.cfg.onUnavailable === 'local') {
-      this.replay.remember(digest, this.ttlMs);
-      return { ok: true, unshared: true };
-    }
+    // Burned locally either way: written to Redis once it is back, so no other gateway takes it later.
+    this.replay.remember(digest, this.ttlMs);
+    if (this.cfg.onUnavailable === 'local') return { ok: true, unshared: true };
     return { ok: false, reason: 'cluster_unavailable', detail: `Redis did not answer within ${this.cfg.timeoutMs} ms and on_unavailable is refuse; knock again once it is back` };
   }
 

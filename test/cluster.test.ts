@@ -1,0 +1,330 @@
+// Several gateways, one replay state through Redis (issue 12, deliverables 1
+// and 3; docs/cluster.md). A real redis-server (Debian's) runs in a namespace
+// of its own, started in the foreground by PID; two or three real `sesame
+// serve` gateways (nftables guard, privilege separation) run in theirs, all in
+// one lab. Packets come from sesame's codec (the same wire fwknop makes).
+// Proves: a packet granted at A is refused (replay) at B and C while a fresh one
+// works at B; Redis stopped, hanging (SIGSTOP) and restarted empty under a
+// stream of knocks, with on_unavailable refuse and local: no packet is ever
+// granted twice across gateways, refuse -> cluster_unavailable, local -> granted
+// and logged unshared, and every knock gets its decision within the bound plus
+// a margin; requirepass + password_file, an ACL user, and TLS with certificate
+// verification (a wrong CA refused); Redis holds only digests.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { events, scratchPath, sendUdp, SERVICE_PORT, SPA_PORT, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
+import { Lab, sleep } from './harness/netns.js';
+import { describeWith } from './harness/requirements.js';
+import { encodePacket } from '../src/spa/packet.js';
+import { parseSesameYaml } from '../src/config/sesame-yaml.js';
+
+const REDIS_IP = '198.51.100.10';
+const CLIENT_IP = '198.51.100.2';
+const GW = { a: '198.51.100.1', b: '198.51.100.3', c: '198.51.100.4' } as const;
+type GwName = keyof typeof GW;
+/** The decision of a knock must come within timeout_ms plus this margin (log polling, process hops): responsiveness, not speed. */
+const DECISION_BOUND_MS = 1500;
+
+const keys = { key: Buffer.from(KEY_B64, 'base64'), hmacKey: Buffer.from(HMAC_B64, 'base64') };
+const packet = (): string => encodePacket({
+  random: String(Math.floor(Math.random() * 1e16)).padStart(16, '1'), username: 'cl', timestamp: Math.floor(Date.now() / 1000),
+  type: 1, message: `${CLIENT_IP},tcp/${SERVICE_PORT}`,
+}, keys).wire;
+
+const yaml = (state: string, cluster: string[]): string => [
+  'listen: ["0.0.0.0:62201"]',
+  `state_dir: ${state}`,
+  'backend: { kind: nftables, mode: guard }',
+  'rate_limit: { packets_per_second: 1000, burst: 1000 }',
+  'rules:',
+  '  - name: cl',
+  `    source: [${CLIENT_IP}]`,
+  `    key_base64: ${KEY_B64}`,
+  `    hmac_key_base64: ${HMAC_B64}`,
+  `    open_ports: [tcp/${SERVICE_PORT}]`,
+  '    access_timeout: 30',
+  'cluster:',
+  ...cluster.map((l) => `  ${l}`),
+  '',
+].join('\n');
+
+describe('cluster: config', () => {
+  const fail = (cluster: string[]): string => {
+    try { parseSesameYaml(yaml('/tmp/x', cluster), 'sesame.yaml'); } catch (e) { return (e as Error).message; }
+    return 'no error';
+  };
+  it('defaults, and one-line errors naming the fix', () => {
+    const cfg = parseSesameYaml(yaml('/tmp/x', [`redis: redis://${REDIS_IP}:6379`]), 'sesame.yaml');
+    expect(cfg.cluster).toMatchObject({ url: `redis://${REDIS_IP}:6379`, prefix: 'sesame:', onUnavailable: 'refuse', timeoutMs: 100, group: 'sesame:' });
+    for (const [c, re] of [
+      [['redis: http://x:1'], /cluster\.redis: "http" is not a Redis scheme \(expected redis:\/\/ or rediss:\/\/ for TLS\)/],
+      [['redis: redis://u:pw@x:1'], /holds credentials; remove them and use user: plus password_file or password_env/],
+      [['redis: redis://x:1', 'on_unavailable: open'], /"open" is not one of refuse, local/],
+      [['redis: redis://x:1', 'tls: { servername: x }'], /TLS settings need a rediss:\/\/ URL/],
+      [['redis: redis://x:1', 'user: gw'], /an ACL user needs a password/],
+      [['redis: redis://x:1', 'sentinel: { name: m, sentinels: ["nope"] }'], /"nope" is not a sentinel host:port/],
+    ] as const) {
+      const msg = fail([...c]);
+      expect(msg).toMatch(re);
+      expect(msg).toMatch(/^sesame\.yaml:\d+: cluster/);
+      expect(msg).not.toMatch(/\n/);
+    }
+  });
+});
+
+describeWith('cluster: shared replay protection through a real Redis', ['netns', 'nft', 'redis-server', 'redis-cli', 'openssl'], () => {
+  let lab: Lab;
+  const tmp = scratchPath('sesame-cluster-');
+  let redis: ChildProcess | undefined;
+  let redisArgs: string[] = [];
+  const gws = new Map<GwName, RunningDaemon>();
+
+  const startRedis = async (extra: string[] = [], port = 6379): Promise<void> => {
+    redisArgs = extra;
+    redis = lab.spawn('r', 'redis-server', ['--port', String(port), '--bind', REDIS_IP, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'no', ...extra]);
+    const out: string[] = [];
+    redis.stdout?.on('data', (b: Buffer) => out.push(b.toString()));
+    const t0 = Date.now();
+    while (!out.join('').includes('Ready to accept connections')) {
+      if (redis.exitCode !== null) throw new Error(`redis-server exited: ${out.join('')}`);
+      if (Date.now() - t0 > 10_000) throw new Error(`redis-server not ready: ${out.join('')}`);
+      await sleep(25);
+    }
+  };
+  const stopRedis = async (): Promise<void> => {
+    if (redis) await lab.stop(redis);
+    redis = undefined;
+  };
+  const redisCli = async (args: string[], auth: string[] = []): Promise<string> => {
+    const r = await lab.exec('r', 'redis-cli', ['-h', REDIS_IP, ...auth, '--no-auth-warning', ...args]);
+    if (r.code !== 0) throw new Error(`redis-cli failed: ${r.stderr}`);
+    return r.stdout;
+  };
+
+  const startGateway = async (name: GwName, cluster: string[], env?: NodeJS.ProcessEnv): Promise<RunningDaemon> => {
+    const dir = path.join(tmp, name);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { mode: 0o700 });
+    writeFileSync(path.join(dir, 'sesame.yaml'), yaml(path.join(dir, 'state'), cluster), { mode: 0o600 });
+    const d = startSesame(lab, name, ['serve', '-c', path.join(dir, 'sesame.yaml'), '--log-format', 'json'], env);
+    gws.set(name, d);
+    await waitForEvents(d, 'ready', 1, 20_000);
+    return d;
+  };
+  const stopGateways = async (): Promise<void> => {
+    for (const d of gws.values()) await lab.stop(d.child);
+    gws.clear();
+  };
+
+  /** Send one packet to a gateway; its decision (grant or reject line) and how long it took to appear. */
+  const knock = async (name: GwName, wire: string): Promise<{ event: 'grant' | 'reject'; line: Record<string, unknown>; ms: number }> => {
+    const d = gws.get(name)!;
+    const before = events(d, 'grant').length + events(d, 'reject').length;
+    const t0 = Date.now();
+    await sendUdp(lab, 'cl', GW[name], SPA_PORT, `@${wire}`);
+    for (;;) {
+      const g = events(d, 'grant');
+      const r = events(d, 'reject');
+      if (g.length + r.length > before) {
+        // The newest line of either kind (one knock at a time).
+        const all = d.lines.filter((l) => /"event":"(grant|reject)"/.test(l));
+        const line = JSON.parse(all.at(-1)!) as Record<string, unknown>;
+        return { event: line.event as 'grant' | 'reject', line, ms: Date.now() - t0 };
+      }
+      if (Date.now() - t0 > 10_000) throw new Error(`no decision at ${name} within 10 s: ${d.logText().slice(-1500)}`);
+      await sleep(5);
+    }
+  };
+
+  beforeAll(async () => {
+    mkdirSync(tmp, { mode: 0o700 });
+    lab = await Lab.create([{ name: 'a', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'b', ip4: 3 }, { name: 'c', ip4: 4 }, { name: 'r', ip4: 10 }]);
+    for (const h of ['a', 'b', 'c']) lab.startTcpService(h, SERVICE_PORT);
+    for (const h of ['a', 'b', 'c']) await lab.waitListening(h, 'tcp', SERVICE_PORT);
+  }, 60_000);
+
+  afterAll(async () => {
+    await stopGateways().catch(() => undefined);
+    if (redis?.pid && redis.exitCode === null) { try { process.kill(redis.pid, 'SIGCONT'); } catch { /* gone */ } }
+    await stopRedis().catch(() => undefined);
+    await lab?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('a packet granted at A is refused at B and C (replay); a fresh packet at B is granted', async () => {
+    await startRedis();
+    const cluster = [`redis: redis://${REDIS_IP}:6379`];
+    await Promise.all((['a', 'b', 'c'] as const).map((g) => startGateway(g, cluster)));
+    for (const g of ['a', 'b', 'c'] as const) await waitForEvents(gws.get(g)!, 'cluster_connected', 1, 5000);
+    const p = packet();
+    expect((await knock('a', p)).event).toBe('grant');
+    expect(await lab.waitOpen('cl', GW.a, SERVICE_PORT, 2000)).toBeGreaterThanOrEqual(0);
+    for (const g of ['b', 'c'] as const) {
+      const d = await knock(g, p);
+      expect(d.line).toMatchObject({ event: 'reject', reason: 'replay', detail: expect.stringMatching(/gateway of the cluster/) });
+      expect(await lab.canConnect('cl', GW[g], SERVICE_PORT, 300)).toBe(false);
+    }
+    const q = packet();
+    expect((await knock('b', q)).event).toBe('grant');
+    expect(await lab.waitOpen('cl', GW.b, SERVICE_PORT, 2000)).toBeGreaterThanOrEqual(0);
+    expect((await knock('c', q)).line).toMatchObject({ reason: 'replay' });
+    // And the same gateway still refuses its own repeat (the local store stays).
+    expect((await knock('a', p)).line).toMatchObject({ reason: 'replay' });
+  }, 90_000);
+
+  it('on_unavailable refuse: Redis stopped, hanging (SIGSTOP) and restarted empty under a stream of knocks', async () => {
+    const granted = new Set<string>();
+    const used: string[] = [];
+    const grantOnce = (wire: string, at: string) => {
+      expect(granted.has(wire), `packet granted twice (again at ${at})`).toBe(false);
+      granted.add(wire);
+    };
+    const decisions: number[] = [];
+    const stream = async (phase: string, expectEvent: 'grant' | 'reject', n = 4): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const p = packet();
+        const first: GwName = i % 2 === 0 ? 'a' : 'b';
+        const other: GwName = first === 'a' ? 'b' : 'a';
+        const d = await knock(first, p);
+        decisions.push(d.ms);
+        expect(d.ms, `${phase}: decision in ${d.ms} ms`).toBeLessThan(DECISION_BOUND_MS);
+        expect(d.event, `${phase}: ${JSON.stringify(d.line)}`).toBe(expectEvent);
+        if (d.event === 'grant') grantOnce(p, first);
+        else expect(d.line).toMatchObject({ reason: 'cluster_unavailable', detail: expect.stringMatching(/within 100 ms/) });
+        used.push(p);
+        // The same packet at the other gateway is never granted.
+        const r = await knock(other, p);
+        if (r.event === 'grant') grantOnce(p, other);
+        expect(r.event).toBe('reject');
+        expect(r.ms).toBeLessThan(DECISION_BOUND_MS);
+      }
+    };
+    await stream('redis up', 'grant');
+    await stopRedis();
+    await stream('redis stopped', 'reject');
+    await startRedis();
+    // Reconnection in the background; the granted digests are written again.
+    await waitForEvents(gws.get('a')!, 'cluster_backfilled', 1, 10_000);
+    await waitForEvents(gws.get('b')!, 'cluster_backfilled', 1, 10_000);
+    // Every packet used so far (granted before the restart, which the new Redis never saw) is refused everywhere.
+    for (const p of used) for (const g of ['a', 'b', 'c'] as const) {
+      const d = await knock(g, p);
+      if (d.event === 'grant') grantOnce(p, g);
+      expect(d.event).toBe('reject');
+    }
+    await stream('redis restarted', 'grant');
+    process.kill(redis!.pid!, 'SIGSTOP');
+    try {
+      await stream('redis hanging', 'reject');
+    } finally {
+      process.kill(redis!.pid!, 'SIGCONT');
+    }
+    await sleep(300);
+    await stream('redis resumed', 'grant');
+    for (const d of gws.values()) expect(d.child.exitCode).toBeNull();
+    console.log(`cluster refuse: ${decisions.length} decisions, max ${Math.max(...decisions)} ms`);
+  }, 180_000);
+
+  it('on_unavailable local: knocks during the outage are granted and logged unshared; afterwards refused at the others', async () => {
+    await stopGateways();
+    const cluster = [`redis: redis://${REDIS_IP}:6379`, 'on_unavailable: local'];
+    await Promise.all((['a', 'b'] as const).map((g) => startGateway(g, cluster)));
+    for (const g of ['a', 'b'] as const) await waitForEvents(gws.get(g)!, 'cluster_connected', 1, 5000);
+    const shared = packet();
+    expect((await knock('a', shared)).line).not.toHaveProperty('unshared');
+    expect((await knock('b', shared)).line).toMatchObject({ reason: 'replay' });
+    const outage: string[] = [];
+    await stopRedis();
+    for (let i = 0; i < 3; i++) {
+      const p = packet();
+      const d = await knock('a', p);
+      expect(d.ms).toBeLessThan(DECISION_BOUND_MS);
+      expect(d.line).toMatchObject({ event: 'grant', unshared: true });
+      outage.push(p);
+    }
+    await startRedis();
+    process.kill(redis!.pid!, 'SIGSTOP');
+    try {
+      await sleep(200);
+      const p = packet();
+      const d = await knock('a', p);
+      expect(d.ms).toBeLessThan(DECISION_BOUND_MS);
+      expect(d.line).toMatchObject({ event: 'grant', unshared: true });
+      outage.push(p);
+    } finally {
+      process.kill(redis!.pid!, 'SIGCONT');
+    }
+    // A's unshared grants reach the (restarted, empty) Redis in the background: B refuses them.
+    const t0 = Date.now();
+    while (Number(await redisCli(['DBSIZE'])) < outage.length + 1 && Date.now() - t0 < 10_000) await sleep(100);
+    for (const p of outage) expect((await knock('b', p)).line).toMatchObject({ event: 'reject', reason: 'replay' });
+  }, 120_000);
+
+  it('nothing secret in Redis: only digest keys with the value 1', async () => {
+    const keysOut = (await redisCli(['--scan'])).split('\n').filter(Boolean);
+    expect(keysOut.length).toBeGreaterThan(0);
+    for (const k of keysOut) {
+      expect(k).toMatch(/^sesame:replay:[A-Za-z0-9+/]{43}$/);
+      expect((await redisCli(['GET', k])).trim()).toBe('1');
+      expect(Number(await redisCli(['PTTL', k]))).toBeGreaterThan(0);
+    }
+    const dump = keysOut.join('\n');
+    expect(dump).not.toContain(KEY_B64.slice(0, 12));
+    expect(dump).not.toContain(HMAC_B64.slice(0, 12));
+  });
+
+  it('requirepass with password_file, and an ACL user limited to the prefix', async () => {
+    await stopGateways();
+    await stopRedis();
+    await startRedis(['--requirepass', 'default-secret-1', '--user', 'gw', 'on', '>gw-secret-2', '~sesame:*', '+set', '+ping', '+info', '+auth', '+hello', '+select', '+client']);
+    const dir = path.join(tmp, 'pw');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(path.join(dir, 'default.pass'), 'default-secret-1\n', { mode: 0o600 });
+    writeFileSync(path.join(dir, 'gw.pass'), 'gw-secret-2\n', { mode: 0o600 });
+    writeFileSync(path.join(dir, 'wrong.pass'), 'not-it\n', { mode: 0o600 });
+    await startGateway('a', [`redis: redis://${REDIS_IP}:6379`, `password_file: ${path.join(dir, 'default.pass')}`]);
+    await startGateway('b', [`redis: redis://${REDIS_IP}:6379`, 'user: gw', `password_file: ${path.join(dir, 'gw.pass')}`]);
+    await startGateway('c', [`redis: redis://${REDIS_IP}:6379`, `password_file: ${path.join(dir, 'wrong.pass')}`]);
+    await waitForEvents(gws.get('a')!, 'cluster_connected', 1, 5000);
+    await waitForEvents(gws.get('b')!, 'cluster_connected', 1, 5000);
+    const p = packet();
+    expect((await knock('a', p)).event).toBe('grant');
+    expect((await knock('b', p)).line).toMatchObject({ reason: 'replay' });
+    expect((await knock('b', packet())).event).toBe('grant');
+    // A wrong password: refused (fail closed), named, and the password is in no log line.
+    expect((await knock('c', packet())).line).toMatchObject({ reason: 'cluster_unavailable' });
+    for (const d of gws.values()) expect(d.logText()).not.toMatch(/default-secret-1|gw-secret-2|not-it/);
+  }, 90_000);
+
+  it('TLS with certificate verification: the right CA connects, a wrong CA is refused', async () => {
+    await stopGateways();
+    await stopRedis();
+    const dir = path.join(tmp, 'tls');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const ossl = async (args: string[]) => {
+      const r = await lab.exec('r', 'openssl', args);
+      if (r.code !== 0) throw new Error(`openssl ${args[0]} failed: ${r.stderr}`);
+    };
+    const f = (n: string) => path.join(dir, n);
+    for (const ca of ['ca', 'other']) {
+      await ossl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${ca} test CA`, '-keyout', f(`${ca}.key`), '-out', f(`${ca}.crt`)]);
+    }
+    await ossl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=redis.test', '-keyout', f('redis.key'), '-out', f('redis.csr')]);
+    writeFileSync(f('ext.cnf'), 'subjectAltName=DNS:redis.test\n');
+    await ossl(['x509', '-req', '-in', f('redis.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext.cnf'), '-out', f('redis.crt')]);
+    await startRedis(['--tls-port', '6380', '--tls-cert-file', f('redis.crt'), '--tls-key-file', f('redis.key'), '--tls-ca-cert-file', f('ca.crt'), '--tls-auth-clients', 'no'], 0);
+    await startGateway('a', [`redis: rediss://${REDIS_IP}:6380`, `tls: { ca_file: ${f('ca.crt')}, servername: redis.test }`]);
+    await startGateway('b', [`redis: rediss://${REDIS_IP}:6380`, `tls: { ca_file: ${f('ca.crt')}, servername: redis.test }`]);
+    await startGateway('c', [`redis: rediss://${REDIS_IP}:6380`, `tls: { ca_file: ${f('other.crt')}, servername: redis.test }`]);
+    await waitForEvents(gws.get('a')!, 'cluster_connected', 1, 5000);
+    await waitForEvents(gws.get('b')!, 'cluster_connected', 1, 5000);
+    const p = packet();
+    expect((await knock('a', p)).event).toBe('grant');
+    expect((await knock('b', p)).line).toMatchObject({ reason: 'replay' });
+    expect((await knock('c', packet())).line).toMatchObject({ reason: 'cluster_unavailable' });
+    expect(events(gws.get('c')!, 'cluster_unreachable')[0]?.error).toMatch(/certificate|self.signed|verify/i);
+  }, 90_000);
+});
