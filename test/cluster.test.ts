@@ -14,7 +14,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { events, scratchPath, sendUdp, SERVICE_PORT, SPA_PORT, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
+import { events, scratchPath, sendUdp, SERVICE_PORT, SESAME_BIN, SPA_PORT, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
@@ -297,6 +297,15 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
     // A wrong password: refused (fail closed), named, and the password is in no log line.
     expect((await knock('c', packet())).line).toMatchObject({ reason: 'cluster_unavailable' });
     for (const d of gws.values()) expect(d.logText()).not.toMatch(/default-secret-1|gw-secret-2|not-it/);
+    // sesame doctor: one line for the cluster's health.
+    const doctor = async (g: GwName): Promise<Record<string, string> | undefined> => {
+      const r = await lab.exec(g, process.execPath, [SESAME_BIN, 'doctor', '-c', path.join(tmp, g, 'sesame.yaml'), '--json'], { timeoutMs: 30_000 });
+      return (JSON.parse(r.stdout) as Record<string, string>[]).find((l) => l.check === 'cluster');
+    };
+    expect(await doctor('b')).toMatchObject({ status: 'ok', what: expect.stringMatching(/reachable, authenticated as gw, round trip [\d.]+ ms/) });
+    const bad = await doctor('c');
+    expect(bad).toMatchObject({ status: 'problem', what: expect.stringMatching(/refuses the credentials/) });
+    expect(JSON.stringify(bad)).not.toMatch(/not-it/);
   }, 90_000);
 
   it('TLS with certificate verification: the right CA connects, a wrong CA is refused', async () => {

@@ -46,6 +46,7 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckLine[]> {
   const daemonUp = cfg.listeners.some((l) => listening.has(l.port));
   lines.push(...(await backendChecks(cfg, run, daemonUp)));
   lines.push(...spaPortChecks(cfg, listening));
+  if (cfg.cluster) lines.push(await (await import('../cluster/doctor.js')).clusterCheck(cfg.cluster));
   if (process.getuid?.() !== 0) {
     lines.push({ status: 'warn', check: 'host_firewall', what: 'not checked: reading the ruleset needs root', fix: 'run sesame doctor as root' });
   } else {
