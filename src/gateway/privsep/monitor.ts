@@ -181,8 +181,8 @@ export class Monitor {
       backend = { ...backend, routers: backend.routers.map((r) => ({ ...r, password: { value: loadPassword(r.password).reveal() } })) };
     }
     // The Redis password likewise (docs/cluster.md): the worker gets the value, never the file or the environment.
-    const { clusterForWorker } = await import('../../cluster/redis.js');
-    return { ...cfg, stateDir: '.', backend, ...(cfg.cluster ? { cluster: clusterForWorker(cfg.cluster) } : {}) };
+    const cluster = cfg.cluster ? { cluster: (await import('../../cluster/redis.js')).clusterForWorker(cfg.cluster) } : {};
+    return { ...cfg, stateDir: '.', backend, ...cluster };
   }
 
   private sendTo(child: ChildProcess, m: ToWorker): void {
