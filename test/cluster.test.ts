@@ -23,15 +23,17 @@ import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 
 const REDIS_IP = '198.51.100.10';
 const CLIENT_IP = '198.51.100.2';
+/** A second client, only for the shared-grant test (the first one's grants are live at every gateway by then). */
+const CLIENT2_IP = '198.51.100.5';
 const GW = { a: '198.51.100.1', b: '198.51.100.3', c: '198.51.100.4' } as const;
 type GwName = keyof typeof GW;
 /** The decision of a knock must come within timeout_ms plus this margin (log polling, process hops): responsiveness, not speed. */
 const DECISION_BOUND_MS = 1500;
 
 const keys = { key: Buffer.from(KEY_B64, 'base64'), hmacKey: Buffer.from(HMAC_B64, 'base64') };
-const packet = (): string => encodePacket({
+const packet = (allow = CLIENT_IP, timeoutSec?: number): string => encodePacket({
   random: String(Math.floor(Math.random() * 1e16)).padStart(16, '1'), username: 'cl', timestamp: Math.floor(Date.now() / 1000),
-  type: 1, message: `${CLIENT_IP},tcp/${SERVICE_PORT}`,
+  type: timeoutSec ? 3 : 1, message: `${allow},tcp/${SERVICE_PORT}`, ...(timeoutSec ? { clientTimeout: timeoutSec } : {}),
 }, keys).wire;
 
 const yaml = (state: string, cluster: string[]): string => [
@@ -41,7 +43,7 @@ const yaml = (state: string, cluster: string[]): string => [
   'rate_limit: { packets_per_second: 1000, burst: 1000 }',
   'rules:',
   '  - name: cl',
-  `    source: [${CLIENT_IP}]`,
+  `    source: [${CLIENT_IP}, ${CLIENT2_IP}]`,
   `    key_base64: ${KEY_B64}`,
   `    hmac_key_base64: ${HMAC_B64}`,
   `    open_ports: [tcp/${SERVICE_PORT}]`,
@@ -120,11 +122,11 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
   };
 
   /** Send one packet to a gateway; its decision (grant or reject line) and how long it took to appear. */
-  const knock = async (name: GwName, wire: string): Promise<{ event: 'grant' | 'reject'; line: Record<string, unknown>; ms: number }> => {
+  const knock = async (name: GwName, wire: string, from = 'cl'): Promise<{ event: 'grant' | 'reject'; line: Record<string, unknown>; ms: number }> => {
     const d = gws.get(name)!;
     const before = events(d, 'grant').length + events(d, 'reject').length;
     const t0 = Date.now();
-    await sendUdp(lab, 'cl', GW[name], SPA_PORT, `@${wire}`);
+    await sendUdp(lab, from, GW[name], SPA_PORT, `@${wire}`);
     for (;;) {
       const g = events(d, 'grant');
       const r = events(d, 'reject');
@@ -141,7 +143,7 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
 
   beforeAll(async () => {
     mkdirSync(tmp, { mode: 0o700 });
-    lab = await Lab.create([{ name: 'a', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'b', ip4: 3 }, { name: 'c', ip4: 4 }, { name: 'r', ip4: 10 }]);
+    lab = await Lab.create([{ name: 'a', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'b', ip4: 3 }, { name: 'c', ip4: 4 }, { name: 'cl2', ip4: 5 }, { name: 'r', ip4: 10 }]);
     for (const h of ['a', 'b', 'c']) lab.startTcpService(h, SERVICE_PORT);
     for (const h of ['a', 'b', 'c']) await lab.waitListening(h, 'tcp', SERVICE_PORT);
   }, 60_000);
@@ -165,7 +167,8 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
     for (const g of ['b', 'c'] as const) {
       const d = await knock(g, p);
       expect(d.line).toMatchObject({ event: 'reject', reason: 'replay', detail: expect.stringMatching(/gateway of the cluster/) });
-      expect(await lab.canConnect('cl', GW[g], SERVICE_PORT, 300)).toBe(false);
+      // (B and C are open for the client all the same: A's grant is shared, the next test's subject.)
+      expect(events(gws.get(g)!, 'grant')).toHaveLength(0);
     }
     const q = packet();
     expect((await knock('b', q)).event).toBe('grant');
@@ -173,6 +176,37 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
     expect((await knock('c', q)).line).toMatchObject({ reason: 'replay' });
     // And the same gateway still refuses its own repeat (the local store stays).
     expect((await knock('a', p)).line).toMatchObject({ reason: 'replay' });
+  }, 90_000);
+
+  it('shared grants: a grant made at A opens B and C within a second, closes on time at all; a gateway started later loads it', async () => {
+    for (const g of ['a', 'b', 'c'] as const) expect(await lab.canConnect('cl2', GW[g], SERVICE_PORT, 300)).toBe(false);
+    expect((await knock('a', packet(CLIENT2_IP, 5), 'cl2')).event).toBe('grant');
+    const t0 = Date.now();
+    for (const g of ['b', 'c'] as const) {
+      const waited = await lab.waitOpen('cl2', GW[g], SERVICE_PORT, 1500);
+      expect(waited, `open at ${g}`).toBeGreaterThanOrEqual(0);
+      expect(Date.now() - t0).toBeLessThan(1500);
+      expect(events(gws.get(g)!, 'grant_shared').at(-1)).toMatchObject({ allow: CLIENT2_IP, ports: [`tcp/${SERVICE_PORT}`] });
+    }
+    // Never longer anywhere than at A: the same absolute expiry; closed at all three after it.
+    const expiryA = events(gws.get('a')!, 'grant').at(-1)!.expires_at;
+    for (const g of ['b', 'c'] as const) expect(events(gws.get(g)!, 'grant_shared').at(-1)!.expires_at).toBe(expiryA);
+    await sleep(Math.max(0, Date.parse(String(expiryA)) - Date.now()) + 1500);
+    for (const g of ['a', 'b', 'c'] as const) expect(await lab.canConnect('cl2', GW[g], SERVICE_PORT, 300), `closed at ${g}`).toBe(false);
+    // A longer grant, then C restarts (fresh state dir): it loads the group's live grants from Redis.
+    expect((await knock('a', packet(CLIENT2_IP, 60), 'cl2')).event).toBe('grant');
+    await lab.stop(gws.get('c')!.child);
+    // C comes back with nothing of its own: no kernel table (its elements would survive a stop), a new state dir.
+    const del = await lab.exec('c', 'nft', ['delete', 'table', 'inet', 'sesame']);
+    expect(del.code).toBe(0);
+    const c = await startGateway('c', [`redis: redis://${REDIS_IP}:6379`]);
+    const loaded = await waitForEvents(c, 'cluster_grants_loaded', 1, 5000);
+    expect(Number(loaded[0]!.grants)).toBeGreaterThanOrEqual(1);
+    const fromLoad = events(c, 'grant_shared').filter((e) => e.from === 'load' && e.allow === CLIENT2_IP);
+    expect(fromLoad).toHaveLength(1);
+    expect(fromLoad[0]!.expires_at).toBe(events(gws.get('a')!, 'grant').at(-1)!.expires_at);
+    expect(await lab.waitOpen('cl2', GW.c, SERVICE_PORT, 1500)).toBeGreaterThanOrEqual(0);
+    expect(events(c, 'grant')).toHaveLength(0);
   }, 90_000);
 
   it('on_unavailable refuse: Redis stopped, hanging (SIGSTOP) and restarted empty under a stream of knocks', async () => {
@@ -267,8 +301,11 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
     const keysOut = (await redisCli(['--scan'])).split('\n').filter(Boolean);
     expect(keysOut.length).toBeGreaterThan(0);
     for (const k of keysOut) {
-      expect(k).toMatch(/^sesame:replay:[A-Za-z0-9+/]{43}$/);
-      expect((await redisCli(['GET', k])).trim()).toBe('1');
+      expect(k).toMatch(/^sesame:(replay:[A-Za-z0-9+/]{43}|grant:sesame::[0-9a-f.:]+\/\d+:tcp:\d+)$/);
+      const v = (await redisCli(['GET', k])).trim();
+      // A digest's value is 1; a grant's is its tuple and nothing else.
+      if (k.includes(':replay:')) expect(v).toBe('1');
+      else expect(Object.keys(JSON.parse(v) as object).sort()).toEqual(['address', 'expiresAt', 'family', 'port', 'proto', 'rule']);
       expect(Number(await redisCli(['PTTL', k]))).toBeGreaterThan(0);
     }
     const dump = keysOut.join('\n');

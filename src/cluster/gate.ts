@@ -36,6 +36,10 @@ export class ClusterGate {
     return { ok: false, reason: 'cluster_unavailable', detail: `Redis did not answer within ${this.cfg.timeoutMs} ms and on_unavailable is refuse; knock again once it is back` };
   }
 
+  get connection() {
+    return this.replay.connection;
+  }
+
   ping() {
     return this.replay.ping();
   }

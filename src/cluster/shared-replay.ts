@@ -123,6 +123,11 @@ export class SharedReplay {
     }
   }
 
+  /** The connection, for the shared grants of the same cluster. */
+  get connection(): Redis {
+    return this.redis;
+  }
+
   close(): void {
     this.closed = true;
     this.redis.disconnect();

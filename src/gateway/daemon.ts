@@ -24,6 +24,8 @@ import { doorsNftFragments } from '../knockd/nftables.js';
 import { reportHostFirewall } from '../doctor/startup.js';
 import type { FirewallFinding } from '../doctor/host-firewall.js';
 import { ClusterGate } from '../cluster/gate.js';
+import { SharedGrants } from '../cluster/shared-grants.js';
+import type { Grant } from '../backends/backend.js';
 
 const MAIN = 'main';
 
@@ -57,6 +59,9 @@ export class Gateway {
   private replay: ReplayStore | undefined;
   /** Shared replay protection with the other gateways (docs/cluster.md); absent without cluster:. */
   private cluster: ClusterGate | undefined;
+  /** Grants announced to and from the other gateways of the group (docs/cluster.md). */
+  private sharedGrants: SharedGrants | undefined;
+  private stopped = false;
   private readonly pipeline: Pipeline;
   private limiter: RateLimiter;
   private cfg: GatewayConfig;
@@ -107,6 +112,10 @@ export class Gateway {
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
     await this.grants.restore(MAIN);
+    if (this.cluster && this.cfg.cluster) {
+      this.sharedGrants = new SharedGrants(this.cfg.cluster, this.cluster.connection, this.replayNote, (g, from) => this.applyShared(g, from));
+      this.sharedGrants.start();
+    }
     this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
     const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
@@ -250,6 +259,21 @@ export class Gateway {
       ...via,
     });
     track(this.grants.apply(grants, backendName, true));
+    if (backendName === MAIN) this.sharedGrants?.publish(grants);
+  }
+
+  /** A grant of another gateway of the group: journaled and opened here with its remaining time (the monitor validates it). */
+  private applyShared(grants: Grant[], from: string): void {
+    const ours = grants.filter((g) => this.cfg.rules.some((r) => r.name === g.rule));
+    if (ours.length === 0 || this.stopped) return;
+    try {
+      this.grants.record(ours, MAIN);
+    } catch (e) {
+      this.opts.log.warn('grant_shared_failed', { from, error: (e as Error).message });
+      return;
+    }
+    this.opts.log.info('grant_shared', { from, allow: ours[0]!.address, ports: ours.map((g) => `${g.proto}/${g.port}`), expires_at: new Date(ours[0]!.expiresAt).toISOString(), rule: ours[0]!.rule });
+    void this.grants.apply(ours, MAIN, true);
   }
 
   private async runCommand(d: Extract<Decision, { kind: 'command' }>, src: string, via: { via?: string } = {}): Promise<boolean> {
@@ -292,12 +316,14 @@ export class Gateway {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const s of this.sockets) s.close();
     this.sockets = [];
     await this.grants.settle();
     this.grants.stop();
     this.rejections.stop();
     this.replay?.close();
+    this.sharedGrants?.close();
     this.cluster?.close();
     for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
     this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
