@@ -272,7 +272,7 @@ export class Gateway {
       this.opts.log.warn('grant_shared_failed', { from, error: (e as Error).message });
       return;
     }
-    this.opts.log.info('grant_shared', { from, allow: ours[0]!.address, ports: ours.map((g) => `${g.proto}/${g.port}`), expires_at: new Date(ours[0]!.expiresAt).toISOString(), rule: ours[0]!.rule });
+    for (const g of ours) this.opts.log.info('grant_shared', { from, allow: g.address, ports: [`${g.proto}/${g.port}`], expires_at: new Date(g.expiresAt).toISOString(), rule: g.rule });
     void this.grants.apply(ours, MAIN, true);
   }
 
