@@ -7,6 +7,11 @@
 // monitor validates it like a local grant. A gateway that starts loads the
 // group's live grant keys. Only the tuple travels: address, protocol, port,
 // expiry, rule name; NAT grants and command cycles stay local.
+// After an outage (every reconnection), a gateway re-announces its own live
+// grants (SET NX with the remaining PX, then PUBLISH, in one MULTI), so a
+// gateway that (re)started meanwhile, or a Redis restarted empty, gets them;
+// the expiry stays the origin's. A gateway loads only once its subscription
+// stands, so an announcement is either heard or found as a key: no gap.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Grant } from '../backends/backend.js';
@@ -45,6 +50,10 @@ export class SharedGrants {
   private readonly origin = randomBytes(8).toString('hex');
   private sub: Redis | undefined;
   private closed = false;
+  /** Grants made here, by key, until they expire: what a reconnection re-announces. */
+  private readonly own = new Map<string, GrantTuple>();
+  /** Tuples applied here (key -> expiry), so a re-announcement or a second load is not applied twice. */
+  private readonly seen = new Map<string, number>();
 
   constructor(private readonly cfg: ClusterConfig, private readonly redis: Redis, private readonly note: ClusterNote,
     private readonly applyRemote: (grants: Grant[], from: string) => void) {}
@@ -57,8 +66,9 @@ export class SharedGrants {
     this.sub = this.redis.duplicate({ enableOfflineQueue: true, commandTimeout: undefined });
     this.sub.on('error', () => undefined); // the main connection logs outages
     this.sub.on('message', (_ch: string, text: string) => this.onMessage(text));
-    this.sub.on('ready', () => void this.sub?.subscribe(this.channel).catch(() => undefined));
-    this.redis.on('ready', () => void this.load());
+    // Load again once subscribed: an announcement made before that is then a key already.
+    this.sub.on('ready', () => void this.sub?.subscribe(this.channel).then(() => this.load(), () => undefined));
+    this.redis.on('ready', () => { void this.reannounce(); void this.load(); });
     if (this.redis.status === 'ready') void this.load();
   }
 
@@ -75,7 +85,10 @@ export class SharedGrants {
 
   private applyTuples(raw: unknown[], from: string): void {
     const now = Date.now();
-    const grants = raw.slice(0, 64).map(readTuple).map((t) => (t ? grantOf(t, now) : undefined)).filter((g): g is Grant => g !== undefined);
+    prune(this.seen, now, (e) => e);
+    const fresh = raw.slice(0, 64).map(readTuple).filter((t): t is GrantTuple => t !== undefined && this.seen.get(this.keyOf(t)) !== t.expiresAt);
+    const grants = fresh.map((t) => grantOf(t, now)).filter((g): g is Grant => g !== undefined);
+    for (const t of fresh) this.seen.set(this.keyOf(t), t.expiresAt);
     if (grants.length > 0) this.applyRemote(grants, from);
   }
 
@@ -106,8 +119,11 @@ export class SharedGrants {
   /** Announce grants made here (fire and forget: a Redis outage never holds a grant). */
   publish(grants: Grant[]): void {
     const tuples = grants.filter((g) => !g.nat).map(tupleOf);
-    if (tuples.length === 0 || this.closed || this.redis.status !== 'ready') return;
     const now = Date.now();
+    prune(this.own, now, (t) => t.expiresAt);
+    // Remembered even while Redis is down: the next reconnection announces them.
+    for (const t of tuples) { this.own.set(this.keyOf(t), t); this.seen.set(this.keyOf(t), t.expiresAt); }
+    if (tuples.length === 0 || this.closed || this.redis.status !== 'ready') return;
     const ops = this.redis.multi();
     for (const t of tuples) {
       const left = t.expiresAt - now;
@@ -117,8 +133,34 @@ export class SharedGrants {
     void ops.exec().catch((e: Error) => this.note('warn', 'cluster_publish_failed', { error: e.message }));
   }
 
+  /** Our own live grants again, after a reconnection: stored where absent (never past the origin's expiry) and published. */
+  async reannounce(): Promise<void> {
+    const now = Date.now();
+    prune(this.own, now, (t) => t.expiresAt);
+    const live = [...this.own.values()].filter((t) => t.expiresAt - now >= 1000);
+    if (live.length === 0 || this.closed) return;
+    try {
+      for (let i = 0; i < live.length; i += 64) {
+        const batch = live.slice(i, i + 64);
+        const ops = this.redis.multi();
+        for (const t of batch) ops.set(this.keyOf(t), JSON.stringify(t), 'PX', t.expiresAt - Date.now(), 'NX');
+        ops.publish(this.channel, JSON.stringify({ origin: this.origin, grants: batch } satisfies Announcement));
+        await ops.exec();
+      }
+      this.note('info', 'cluster_grants_reannounced', { grants: live.length });
+    } catch (e) {
+      // The next reconnection tries again.
+      this.note('warn', 'cluster_reannounce_failed', { error: (e as Error).message });
+    }
+  }
+
   close(): void {
     this.closed = true;
     this.sub?.disconnect();
   }
+}
+
+/** Drop the entries whose expiry has passed (bounded maps: one entry per live grant). */
+function prune<V>(m: Map<string, V>, now: number, expiryOf: (v: V) => number): void {
+  for (const [k, v] of m) if (expiryOf(v) <= now) m.delete(k);
 }
