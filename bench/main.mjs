@@ -4,12 +4,12 @@
 // one table of figures with ratios sesame / fwknopd, the machine it ran on,
 // and writes the raw figures to bench/results/latest.json (not committed).
 //
-// Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [startup]   (default: all)
+// Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [startup] [cluster]   (default: all but cluster)
 //        node bench/main.mjs --print FILE.json    (the table of an earlier run)
 // Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables),
 //   BENCH_KNOCKS, BENCH_FLOOD_RATES, BENCH_FLOOD_STEP_MS, BENCH_FWKNOPD_NOCHECK=0,
 //   BENCH_GRANTS, BENCH_GRANTS_FILL_MS, BENCH_GRANTS_EXPIRY_MS, BENCH_STARTS,
-//   BENCH_CODEC_SECONDS.
+//   BENCH_CODEC_SECONDS, BENCH_CLUSTER_N, BENCH_CLUSTER_RATE, BENCH_CLUSTER_KNOCKS.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -20,9 +20,12 @@ import * as latency from './latency.mjs';
 import * as flood from './flood.mjs';
 import * as grants from './grants.mjs';
 import * as startup from './startup.mjs';
+import * as cluster from './cluster.mjs';
 
-const ORDER = ['latency', 'flood', 'grants', 'codec', 'startup'];
-const NEEDS_LAB = new Set(['latency', 'flood', 'grants', 'startup']);
+const ORDER = ['latency', 'flood', 'grants', 'codec', 'startup', 'cluster'];
+const NEEDS_LAB = new Set(['latency', 'flood', 'grants', 'startup', 'cluster']);
+/** Run only when named (they need more than fwknopd's comparison: cluster needs redis-server). */
+const ON_REQUEST = new Set(['cluster']);
 
 const codec = {
   async run(ctx) {
@@ -40,7 +43,7 @@ const codec = {
     return out;
   },
 };
-const BENCHES = { latency, flood, grants, codec, startup };
+const BENCHES = { latency, flood, grants, codec, startup, cluster };
 
 function machine() {
   const cpus = os.cpus();
@@ -109,7 +112,7 @@ async function main() {
   }
   const wanted = process.argv.slice(2);
   for (const w of wanted) if (!ORDER.includes(w)) throw new Error(`unknown benchmark "${w}" (choose from ${ORDER.join(', ')})`);
-  const chosen = wanted.length ? ORDER.filter((b) => wanted.includes(b)) : ORDER;
+  const chosen = wanted.length ? ORDER.filter((b) => wanted.includes(b)) : ORDER.filter((b) => !ON_REQUEST.has(b));
   const daemons = (process.env.BENCH_DAEMONS ?? ALL_DAEMONS.join(',')).split(',');
   for (const d of daemons) if (!ALL_DAEMONS.includes(d)) throw new Error(`BENCH_DAEMONS: unknown daemon "${d}" (choose from ${ALL_DAEMONS.join(', ')})`);
   const say = (m) => process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
