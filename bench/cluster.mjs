@@ -117,6 +117,7 @@ async function manyGateways(ctx, n, rate, count) {
     // Grants per gateway, matched to packets by allow address and order of arrival.
     const per = [];
     let grantedTotal = 0;
+    let replaysRefused = 0;
     for (let g = 0; g < n; g++) {
       const grants = gws[g].lines.map((l) => { try { return JSON.parse(l); } catch { return undefined; } }).filter((e) => e?.event === 'grant');
       const mine = packets.map((p, i) => ({ p, i })).filter(({ p }) => p.gw === g);
@@ -126,10 +127,11 @@ async function manyGateways(ctx, n, rate, count) {
         if (gl) { gl._used = true; lat.push(Date.parse(gl.time) - sent[i].at); }
       }
       grantedTotal += grants.length;
+      replaysRefused += gws[g].lines.filter((l) => l.includes('"event":"reject"') && l.includes('"reason":"replay"')).length;
       per.push({ gateway: g, knocks: mine.length, granted: lat.length, ...summary(lat) });
     }
     // Every packet was sent twice; any grant beyond one per packet is a replay that got through.
-    return { gateways: n, rate, knocks: count, replaysGranted: Math.max(0, grantedTotal - count), perGateway: per };
+    return { gateways: n, rate, knocks: count, replaysGranted: Math.max(0, grantedTotal - count), replaysRefused, perGateway: per };
   } finally {
     for (const g of gws) await g.stop();
   }
@@ -160,7 +162,7 @@ export function rows(r) {
     { section: 'Cluster (Redis in a namespace; ms)' },
     { label: 'knock-to-open median, no cluster', ...v(r.knockToOpen.without.median) },
     { label: 'knock-to-open median, with Redis', ...v(r.knockToOpen.withRedis.median) },
-    { label: `${r.many.gateways} gateways: replays granted`, ...v(r.many.replaysGranted) },
+    { label: `${r.many.gateways} gateways at ${r.many.rate}/s: replays granted / refused`, ...v(`${r.many.replaysGranted} / ${r.many.replaysRefused} of ${r.many.knocks}`) },
     ...r.many.perGateway.map((g) => ({ label: `gateway ${g.gateway}: granted/knocks, median decision`, ...v(`${g.granted}/${g.knocks}, ${fmt(g.median)}`) })),
   ];
 }
