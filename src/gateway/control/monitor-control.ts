@@ -7,7 +7,24 @@ import type { GatewayConfig } from '../../config/model.js';
 import { runtimeDir } from '../instance-lock.js';
 import type { Logger } from '../log.js';
 import type { Monitor } from '../privsep/monitor.js';
+import { z } from 'zod';
 import { CONTROL_PROTOCOL, controlSocketPath, startControlServer, type ControlServer } from './server.js';
+
+const text = z.string().max(300);
+const count = z.number().int().nonnegative();
+/** The worker is the untrusted side: its snapshot is checked (shape and size) before it is relayed. */
+const WorkerSnapshotShape = z.object({
+  grants: z.array(z.object({ address: text, proto: text, port: count, rule: text, backend: text, expires_at: text, time_left_s: count }).strict()).max(10_000),
+  counters: z.record(text, count),
+  rejected_by_reason: z.record(text, count),
+  last_rejections: z.array(z.object({ time: text, src: text, reason: text, rule: text.optional() }).strict()).max(100),
+  listeners: z.array(text).max(100),
+}).strict();
+
+export function checkedWorkerSnapshot(v: unknown): z.infer<typeof WorkerSnapshotShape> | null {
+  const r = WorkerSnapshotShape.safeParse(v);
+  return r.success ? r.data : null;
+}
 
 export async function openMonitorControl(monitor: Monitor, cfg: GatewayConfig, reload: () => Promise<void>, log: Logger): Promise<ControlServer | undefined> {
   const file = controlSocketPath(cfg.stateDir, runtimeDir());
@@ -18,7 +35,7 @@ export async function openMonitorControl(monitor: Monitor, cfg: GatewayConfig, r
         const [worker, backends] = await Promise.all([monitor.workerStatus(), monitor.backendHealth()]);
         return {
           protocol: CONTROL_PROTOCOL, pid: process.pid, uptime_s: Math.floor((Date.now() - monitor.startedAt) / 1000),
-          worker_pid: monitor.workerPid ?? null, state_dir: cfg.stateDir, backends, privsep_refused: monitor.refusedCount, worker: worker ?? null,
+          worker_pid: monitor.workerPid ?? null, state_dir: cfg.stateDir, backends, privsep_refused: monitor.refusedCount, worker: checkedWorkerSnapshot(worker),
         };
       },
       reload: async () => {
