@@ -23,6 +23,8 @@ const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
   down: async () => (await import('./service.js')).registerService,
   service: async () => (await import('./service.js')).registerService,
   web: async () => (await import('./web.js')).registerWeb,
+  status: async () => (await import('./status.js')).registerStatus,
+  reload: async () => (await import('./status.js')).registerStatus,
 };
 
 export async function buildProgram(subcommand?: string): Promise<Command> {

@@ -15,6 +15,7 @@ import { exitPromptly, guardStdio, safeWrite } from '../gateway/stdio.js';
 import { acquireInstanceLocks } from '../gateway/instance-lock.js';
 import { UsageError } from './errors.js';
 import { upFirewallText } from '../doctor/report.js';
+import { openMonitorControl } from '../gateway/control/monitor-control.js';
 
 interface ServeOpts {
   config?: string;
@@ -117,6 +118,9 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
   // After the start, never in its way (docs/doctor.md).
   gw.checkHostFirewall();
   banner?.(cfg, gw);
+  // The same reload for SIGHUP and `sesame reload` (docs/status.md); a broken file keeps the running configuration.
+  const reload = (): Promise<void> => load().then((next) => gw.reload(next));
+  const control = await openMonitorControl(gw, cfg, reload, log);
   void notifyReady().then((r) => { if (r === 'failed') log.warn('notify_failed', { message: 'systemd-notify --ready failed; systemd will time the start out' }); });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -125,15 +129,13 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
       stopping = true;
       void notifyStopping();
       log.info('signal', { signal: sig });
+      control?.close();
       void gw.stop().then(() => resolve(0), () => resolve(1)).then(exitPromptly);
     };
     requestStop = stop;
     if (stopRequested) stop(stopRequested);
     process.on('SIGHUP', () => {
-      load().then(
-        (next) => gw.reload(next).catch((e) => log.error('reload_failed', { error: (e as Error).message })),
-        (e) => log.error('reload_failed', { error: (e as Error).message, message: 'keeping the running configuration' }),
-      );
+      reload().catch((e) => log.error('reload_failed', { error: (e as Error).message, message: 'keeping the running configuration' }));
     });
   });
 }

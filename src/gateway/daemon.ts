@@ -26,6 +26,7 @@ import type { FirewallFinding } from '../doctor/host-firewall.js';
 import { ClusterGate } from '../cluster/gate.js';
 import { SharedGrants } from '../cluster/shared-grants.js';
 import type { Grant } from '../backends/backend.js';
+import { RejectionRecord, recordRejections, workerSnapshot, type WorkerSnapshot } from './control/snapshot.js';
 
 const MAIN = 'main';
 
@@ -55,6 +56,8 @@ export class Gateway {
   private sockets: dgram.Socket[] = [];
   private readonly backends = new Map<string, Backend>();
   private readonly rejections: RejectionLog;
+  /** Counters by reason and the last rejections, for `sesame status` (docs/status.md). */
+  private readonly rejectionRecord = new RejectionRecord();
   private readonly grants: GrantManager;
   private replay: ReplayStore | undefined;
   /** Shared replay protection with the other gateways (docs/cluster.md); absent without cluster:. */
@@ -73,7 +76,7 @@ export class Gateway {
     if (prefixProblem) throw new Error(prefixProblem);
     this.cfg = cfg;
     const log = opts.log;
-    this.rejections = new RejectionLog(log);
+    this.rejections = recordRejections(new RejectionLog(log), this.rejectionRecord);
     ensureStateDir(cfg.stateDir);
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
     // A journaled command-cycle close whose rule is gone still runs (orphanCloser); not from the unprivileged
@@ -313,6 +316,12 @@ export class Gateway {
 
   listGrants() {
     return this.grants.list();
+  }
+
+  /** The worker's part of `sesame status` (docs/status.md). */
+  statusSnapshot(): WorkerSnapshot {
+    const listeners = this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`));
+    return workerSnapshot({ grants: this.grants.listWithBackend(), stats: { ...this.stats }, record: this.rejectionRecord, listeners, now: Date.now() });
   }
 
   async stop(): Promise<void> {

@@ -152,6 +152,11 @@ export class GrantManager {
     return [...this.live.values()].map((e) => e.grant);
   }
 
+  /** Live grants with the backend holding each (sesame status). */
+  listWithBackend(): { grant: Grant; backend: string }[] {
+    return [...this.live.values()].map((e) => ({ grant: e.grant, backend: e.backend }));
+  }
+
   /** Wait for firewall operations in flight (shutdown, tests). */
   async settle(): Promise<void> {
     await Promise.all([...this.pending]);

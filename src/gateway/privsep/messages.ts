@@ -13,12 +13,14 @@ export type ToWorker =
   | { t: 'config'; cfg: GatewayConfig; main?: RemoteBackendInfo }
   | { t: 'reload'; cfg: GatewayConfig }
   | { t: 'stop' }
+  | { t: 'status'; id: number }
   | { t: 'res'; id: number; ok: true; value?: unknown }
   | { t: 'res'; id: number; ok: false; error: string };
 
 export type FromWorker =
   | { t: 'ready'; fields: Record<string, unknown> }
   | { t: 'fatal'; error: string }
+  | { t: 'status'; id: number; value: unknown }
   | { t: 'req'; id: number; [k: string]: unknown };
 
 /** How long the worker waits for the monitor's answer (an nft batch has 10 s; a command up to 30 s). */

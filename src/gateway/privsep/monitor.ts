@@ -67,6 +67,9 @@ export class Monitor {
   private refusals = 0;
   private readonly setprivPath: string;
   private readonly dropBounding: boolean;
+  private readonly statusWaiters = new Map<number, (v: unknown) => void>();
+  private nextStatusId = 1;
+  readonly startedAt = Date.now();
   /** The host-firewall check (docs/doctor.md): it reads the ruleset, so the privileged side runs it. */
   hostFirewall: Promise<FirewallFinding[]> = Promise.resolve([]);
 
@@ -206,6 +209,11 @@ export class Monitor {
       }
       return;
     }
+    if (m?.t === 'status') {
+      const done = typeof m.id === 'number' ? this.statusWaiters.get(m.id) : undefined;
+      if (done) { this.statusWaiters.delete(m.id); done(m.value); }
+      return;
+    }
     if (m?.t === 'fatal') {
       const msg = typeof m.error === 'string' ? m.error.slice(0, 500) : 'unknown error';
       if (this.readyOnce) {
@@ -257,6 +265,38 @@ export class Monitor {
     if (this.refusalsLogged.has(reason)) return;
     this.refusalsLogged.add(reason);
     this.opts.log.warn('privsep_refused', { reason, detail, message: 'the packet parser asked for something the configuration does not allow; refused' });
+  }
+
+  /** The group allowed on the control socket (docs/status.md): sesame's. */
+  get workerGroupId(): number {
+    return this.identity.gid;
+  }
+
+  /** The worker's status snapshot (docs/status.md); undefined when it is restarting or does not answer in time. */
+  workerStatus(timeoutMs = 3000): Promise<unknown> {
+    const w = this.worker;
+    if (!w?.connected) return Promise.resolve(undefined);
+    const id = this.nextStatusId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => { this.statusWaiters.delete(id); resolve(undefined); }, timeoutMs);
+      this.statusWaiters.set(id, (v) => { clearTimeout(timer); resolve(v); });
+      this.sendTo(w, { t: 'status', id });
+    });
+  }
+
+  /** Each backend the monitor holds, asked to list its grants: answering is healthy. */
+  async backendHealth(timeoutMs = 3000): Promise<{ name: string; backend: string; ok: boolean; error?: string }[]> {
+    return Promise.all([...this.backends].map(async ([name, b]) => {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([b.list(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs); })]);
+        return { name, backend: b.name, ok: true };
+      } catch (e) {
+        return { name, backend: b.name, ok: false, error: (e as Error).message.slice(0, 300) };
+      } finally {
+        clearTimeout(timer);
+      }
+    }));
   }
 
   get refusedCount(): number {

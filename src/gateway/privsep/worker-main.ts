@@ -84,6 +84,8 @@ process.on('message', (raw: ToWorker) => {
       void gateway?.reload(raw.cfg).catch((e) => new Logger(stderrSink, raw.cfg.log.format).error('reload_failed', { error: (e as Error).message }));
       break;
     case 'stop': void stop(0); break;
+    // sesame status (docs/status.md): live grants, counters and recent rejections.
+    case 'status': void send({ t: 'status', id: raw.id, value: gateway?.statusSnapshot() ?? null }); break;
   }
 });
 // The monitor is gone (or closed the channel): never keep listening without it.
