@@ -45,6 +45,10 @@ export function formatStatus(s: Obj): string {
     return `${out.join('\n')}\n`;
   }
   out.push(`listening on ${arr(w.listeners).map(clean).join(', ') || 'nothing'}`);
+  if (w.cluster) {
+    const cl = obj(w.cluster);
+    out.push(`cluster: group ${clean(cl.group)}, Redis ${cl.redis === 'ready' ? 'connected' : `NOT connected (${clean(cl.redis)})`}, on_unavailable ${clean(cl.on_unavailable)}`);
+  }
   const grants = arr(w.grants);
   out.push(`live grants: ${grants.length}`);
   for (const g of grants) out.push(`  ${clean(g.address)} ${clean(g.proto)}/${clean(g.port)}  ${duration(Number(g.time_left_s) || 0)} left  rule ${clean(g.rule)}  backend ${clean(g.backend)}`);

@@ -321,7 +321,9 @@ export class Gateway {
   /** The worker's part of `sesame status` (docs/status.md). */
   statusSnapshot(): WorkerSnapshot {
     const listeners = this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`));
-    return workerSnapshot({ grants: this.grants.listWithBackend(), stats: { ...this.stats }, record: this.rejectionRecord, listeners, now: Date.now() });
+    const c = this.cfg.cluster;
+    const cluster = this.cluster && c ? { redis: String(this.cluster.connection.status), group: c.group, on_unavailable: c.onUnavailable } : undefined;
+    return workerSnapshot({ grants: this.grants.listWithBackend(), stats: { ...this.stats }, record: this.rejectionRecord, listeners, now: Date.now(), ...(cluster ? { cluster } : {}) });
   }
 
   async stop(): Promise<void> {

@@ -19,6 +19,7 @@ const WorkerSnapshotShape = z.object({
   rejected_by_reason: z.record(text, count),
   last_rejections: z.array(z.object({ time: text, src: text, reason: text, rule: text.optional() }).strict()).max(100),
   listeners: z.array(text).max(100),
+  cluster: z.object({ redis: text, group: text, on_unavailable: text }).strict().optional(),
 }).strict();
 
 export function checkedWorkerSnapshot(v: unknown): z.infer<typeof WorkerSnapshotShape> | null {

@@ -44,6 +44,8 @@ export interface WorkerSnapshot {
   rejected_by_reason: Record<string, number>;
   last_rejections: RecentRejection[];
   listeners: string[];
+  /** Present with `cluster:` (docs/cluster.md): the Redis connection as ioredis reports it, the group, the outage mode. */
+  cluster?: { redis: string; group: string; on_unavailable: string };
 }
 
 export function workerSnapshot(input: {
@@ -52,6 +54,7 @@ export function workerSnapshot(input: {
   record: RejectionRecord;
   listeners: string[];
   now: number;
+  cluster?: WorkerSnapshot['cluster'];
 }): WorkerSnapshot {
   return {
     grants: input.grants
@@ -64,5 +67,6 @@ export function workerSnapshot(input: {
     rejected_by_reason: Object.fromEntries(input.record.byReason),
     last_rejections: input.record.recent(),
     listeners: input.listeners,
+    ...(input.cluster ? { cluster: input.cluster } : {}),
   };
 }
