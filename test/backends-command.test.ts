@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, existsSync, writeFileSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describeWith } from './harness/requirements.js';
-import { Lab, sleep } from './harness/netns.js';
+import { Lab, sleep, processAlive } from './harness/netns.js';
 import type { Grant } from '../src/backends/backend.js';
 import { createCommandBackend, splitTemplate, substitute, templateVars, type CommandBackend, type CommandConfig } from '../src/backends/command.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
@@ -35,16 +35,6 @@ setTimeout(() => {}, 60000);
 function records(file: string): Array<{ argv: string[]; env: Record<string, string> }> {
   if (!existsSync(file)) return [];
   return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { argv: string[]; env: Record<string, string> });
-}
-
-/** Running (a killed process whose parent is gone may linger as a zombie until reaped: that counts as dead). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 let n = 0;
@@ -128,8 +118,8 @@ describe('command backend (local programs)', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
     const [child, grandchild] = JSON.parse(readFileSync(pids, 'utf8')) as number[];
     await sleep(200);
-    expect(alive(child!)).toBe(false);
-    expect(alive(grandchild!)).toBe(false);
+    expect(processAlive(child!)).toBe(false);
+    expect(processAlive(grandchild!)).toBe(false);
   });
 
   it('runs the close program itself at expiry; a repeated open moves the close', async () => {

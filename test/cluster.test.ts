@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { events, scratchPath, sendUdp, SERVICE_PORT, SESAME_BIN, SPA_PORT, startSesame, waitForEvents, type RunningDaemon } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
+import { startRedisServer } from './harness/redis.js';
 import { describeWith } from './harness/requirements.js';
 import { encodePacket } from '../src/spa/packet.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
@@ -86,15 +87,7 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
 
   const startRedis = async (extra: string[] = [], port = 6379): Promise<void> => {
     redisArgs = extra;
-    redis = lab.spawn('r', 'redis-server', ['--port', String(port), '--bind', REDIS_IP, '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'no', ...extra]);
-    const out: string[] = [];
-    redis.stdout?.on('data', (b: Buffer) => out.push(b.toString()));
-    const t0 = Date.now();
-    while (!out.join('').includes('Ready to accept connections')) {
-      if (redis.exitCode !== null) throw new Error(`redis-server exited: ${out.join('')}`);
-      if (Date.now() - t0 > 10_000) throw new Error(`redis-server not ready: ${out.join('')}`);
-      await sleep(25);
-    }
+    redis = await startRedisServer(lab, 'r', REDIS_IP, extra, port);
   };
   const stopRedis = async (): Promise<void> => {
     if (redis) await lab.stop(redis);

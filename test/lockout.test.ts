@@ -18,7 +18,7 @@ import {
   SESAME_BIN, SPA_PORT, events, fwknopKnockFrom, nftSetElements, scratchPath, sendUdp, startDaemon, startSesame, waitForEvents, type RunningDaemon,
 } from './harness/daemon.js';
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
-import { Lab, sleep } from './harness/netns.js';
+import { Lab, sleep, processAlive } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 import type { GatewayConfig } from '../src/config/model.js';
 import { lockSpecs } from '../src/gateway/instance-lock.js';
@@ -78,15 +78,6 @@ async function daemonPid(lab: Lab, host: string): Promise<number | undefined> {
 /** The pid file that locks a state dir (instance-lock.ts keeps it in the runtime dir). */
 function stateLockFile(stateDir: string): string {
   return lockSpecs({ stateDir, listeners: [], backend: { kind: 'log' } } as unknown as GatewayConfig, [])[0]!.file;
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
-  }
 }
 
 /** PIDs (with start times) of the direct children of pid, from /proc. */
@@ -165,7 +156,7 @@ describeWith('never a lockout (closed terminal, broken stdio, loopback, second i
 
   afterAll(async () => {
     for (const c of extra) { c.kill('SIGKILL'); await exited(c); }
-    for (const pid of orphans) if (alive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    for (const pid of orphans) if (processAlive(pid)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     await lab?.destroy();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -191,18 +182,18 @@ describeWith('never a lockout (closed terminal, broken stdio, loopback, second i
       // Close the terminal: the pty master goes away, the session gets SIGHUP and every later write fails with EIO.
       await lab.stop(term.child, 'SIGKILL');
       await sleep(500);
-      expect(alive(pid), 'alive after the hangup').toBe(true);
+      expect(processAlive(pid), 'alive after the hangup').toBe(true);
       // More writes to the dead terminal: a reload (SIGHUP again) and a grant both log.
       process.kill(pid, 'SIGHUP');
       await sleep(300);
-      expect(alive(pid), 'alive after a reload that logs to the dead terminal').toBe(true);
+      expect(processAlive(pid), 'alive after a reload that logs to the dead terminal').toBe(true);
       expect(await lab.canConnect('cl', ip4(HOSTS.gw2), PORT, 300), 'closed before the knock').toBe(false);
       await knock('gw2');
       const opened = await opens('gw2');
-      expect({ opened, alive: alive(pid) }).toEqual({ opened: true, alive: true });
+      expect({ opened, alive: processAlive(pid) }).toEqual({ opened: true, alive: true });
       expect(await daemonPid(lab, 'gw2')).toBe(pid);
       process.kill(pid, 'SIGTERM');
-      await waitUntil(() => !alive(pid), 3000, 'the exit after SIGTERM');
+      await waitUntil(() => !processAlive(pid), 3000, 'the exit after SIGTERM');
       orphans.delete(pid);
     });
   });

@@ -18,7 +18,7 @@ import { ensureStateDir, openStateAppend, stateDirProblem, writeFileAtomic } fro
 import {
   SERVICE_PORT, SPA_PORT, SESAME_BIN, events, startDaemon, fwknopKnockFrom, nftSetElements, scratchPath, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
 } from './harness/daemon.js';
-import { HARNESS_DIR, Lab, sleep } from './harness/netns.js';
+import { HARNESS_DIR, Lab, sleep, processAlive } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 
 const GW4 = '198.51.100.1';
@@ -58,16 +58,6 @@ function udpSocketOwners(nsPid: number, port: number): number[] {
     }
   }
   return [...owners];
-}
-
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 async function waitFor<T>(what: string, boundMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
@@ -386,7 +376,7 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     await lab.stop(daemon!.child, 'SIGKILL');
     daemon = undefined;
     const t0 = Date.now();
-    await waitFor('worker gone', 1000, () => (alive(worker) ? undefined : true));
+    await waitFor('worker gone', 1000, () => (processAlive(worker) ? undefined : true));
     expect(Date.now() - t0).toBeLessThan(1000);
   });
 
@@ -513,7 +503,7 @@ describeWith('privsep: monitor as an unprivileged user with only ambient CAP_NET
     expect(daemon!.child.exitCode).toBe(0);
     const d = daemon!;
     daemon = undefined;
-    await waitFor('worker gone', 1000, () => (alive(worker) ? undefined : true));
+    await waitFor('worker gone', 1000, () => (processAlive(worker) ? undefined : true));
     process.stderr.write(`privsep: SIGTERM to exit (non-root monitor): ${ms} ms\n${events(d, 'signal').concat(events(d, 'stopped')).map((e) => JSON.stringify(e)).join('\n')}\n`);
   });
 });

@@ -5,6 +5,7 @@
 // processes this lab started, by PID.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -12,6 +13,16 @@ import path from 'node:path';
 const run = promisify(execFile);
 export const HARNESS_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_DIR = path.resolve(HARNESS_DIR, '../..');
+
+/** The process exists and is neither a zombie nor dead (a killed process whose parent is gone may linger as a zombie until reaped). */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
 
 export interface HostSpec { name: string; ip4: number; extra4?: number[] }
 export interface Host { ns: string; ip4: string; ip6: string; name: string }
