@@ -43,8 +43,8 @@ export function netnsPrefix(netns: string | undefined): string[] {
 const SETPRIV_PATHS = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv', '/sbin/setpriv'];
 let setprivPath: string | null | undefined;
 
-/** setpriv, when this machine has it (util-linux); found once. */
-function findSetpriv(): string | undefined {
+/** setpriv, when this machine has it (util-linux); found once. Also what privsep drops the worker's privileges with. */
+export function findSetpriv(): string | undefined {
   if (setprivPath === undefined) setprivPath = process.platform === 'linux' ? SETPRIV_PATHS.find((p) => existsSync(p)) ?? null : null;
   return setprivPath ?? undefined;
 }

@@ -6,8 +6,9 @@
 // no_new_privs (no setuid program can give any back), the bounding set
 // emptied when this process may do so (CAP_SETPCAP), and SIGKILL when the
 // monitor dies.
+import { findSetpriv as locateSetpriv } from '../../backends/exec.js';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 
 export interface WorkerIdentity {
@@ -61,7 +62,8 @@ function safeRead(p: string): string {
 }
 
 export function findSetpriv(): string {
-  for (const p of ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv', '/sbin/setpriv']) if (existsSync(p)) return p;
+  const found = locateSetpriv();
+  if (found !== undefined) return found;
   throw new Error('setpriv not found: it drops the packet parser\'s privileges; install it with `apt-get install util-linux` (Debian/Ubuntu)');
 }
 
