@@ -37,6 +37,37 @@ async function startUp(lab: Lab, configDir: string, stateDir: string, onTerminal
   return { daemon, stdout: () => out };
 }
 
+/** The PIDs below `pid` (children's children too), from /proc. */
+function descendants(pid: number): number[] {
+  let kids: number[] = [];
+  try {
+    kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch { return []; }
+  return kids.flatMap((k) => [k, ...descendants(k)]);
+}
+
+/** Running (a zombie left for a parent that no longer reaps counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZXx]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch { return false; }
+}
+
+/**
+ * Stop `sesame up` and everything it started: `script` may exit on SIGTERM
+ * before the sesame it runs has (the monitor still holding its locks), so the
+ * next start would find it running. Waits (bounded) for every PID of the tree.
+ */
+async function stopUp(lab: Lab, up: Up): Promise<void> {
+  const tree = up.daemon.child.pid ? descendants(up.daemon.child.pid) : [];
+  await lab.stop(up.daemon.child);
+  const t0 = Date.now();
+  while (tree.some(alive) && Date.now() - t0 < 5000) await sleep(25);
+  for (const pid of tree.filter(alive)) process.kill(pid, 'SIGKILL');
+  while (tree.some(alive) && Date.now() - t0 < 7000) await sleep(25);
+}
+
 /** The rc stanza from the printed instructions (indented, starting at [sesame]). */
 function printedStanza(out: string): string {
   const lines = out.split('\n');
@@ -91,7 +122,7 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   });
 
   afterAll(async () => {
-    if (up) await lab.stop(up.daemon.child);
+    if (up) await stopUp(lab, up);
     await lab?.destroy();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -151,7 +182,7 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   });
 
   it('reuses the config and its keys on a second start', async () => {
-    await lab.stop(up!.daemon.child);
+    await stopUp(lab, up!);
     up = undefined;
     up = await startUp(lab, configDir, stateDir);
     expect(readFileSync(configFile, 'utf8')).toBe(firstConfig);
@@ -161,7 +192,7 @@ describeWith('sesame up: first run, guard, knock, second run', ['netns', 'nft'],
   });
 
   it('prints where the keys are, and never the keys or the QR code, when stdout is not a terminal', async () => {
-    if (up) await lab.stop(up.daemon.child);
+    if (up) await stopUp(lab, up);
     up = undefined;
     up = await startUp(lab, configDir, stateDir, false);
     const out = up.stdout() + up.daemon.logText();
