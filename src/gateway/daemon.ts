@@ -258,6 +258,7 @@ export class Gateway {
       expires_at: new Date(grants[0]?.expiresAt ?? Date.now()).toISOString(),
       backend: b.name,
       rule: d.rule.name,
+      ...(d.key ? { key: d.key } : {}),
       user: d.message.username,
       ...via,
     });
@@ -307,9 +308,12 @@ export class Gateway {
       this.replay?.close();
       this.replay = openReplayStore({ ...cfg, stateDir: this.cfg.stateDir }, this.replayNote);
     }
+    const before = this.cfg.rules;
     this.cfg = { ...cfg, backend: this.cfg.backend, listeners: this.cfg.listeners };
     for (const w of cfg.warnings) this.opts.log.warn('config_warning', { message: w });
     this.opts.log.info('reloaded', { rules: cfg.rules.length });
+    // A rule that is gone takes its live grants with it (docs/users.md): `sesame user remove` revokes at once.
+    await this.grants.revoke(ruleGone(before, cfg.rules), 'rule_removed');
   }
 
   private readonly replayNote: ReplayNote = (level, event, fields) => this.opts.log.log(level, event, fields);
@@ -339,6 +343,16 @@ export class Gateway {
     for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
     this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
   }
+}
+
+/**
+ * Grants of a rule the old configuration had and the new one does not. Grants adopted from the
+ * firewall without their journal ("(recovered from nftables)") never named a configured rule: they stay.
+ */
+export function ruleGone(before: readonly AccessRule[], after: readonly AccessRule[]): (g: Grant) => boolean {
+  const kept = new Set(after.map((r) => r.name));
+  const removed = new Set(before.map((r) => r.name).filter((n) => !kept.has(n)));
+  return (g) => removed.has(g.rule);
 }
 
 function backendLoggerOf(l: Logger): BackendLogger {
