@@ -226,6 +226,25 @@ describe('user commands on a file (no daemon)', () => {
     expect(readFileSync(path.join(dir, rel!), 'utf8')).toContain(alice.key.toString('base64'));
   });
 
+  it('on a terminal: the stanza with the written keys, the fwknop command, the Fwknop2 QR and the web-knock link with its QR', async () => {
+    const tty: UserIo = { ...io, isTTY: true };
+    await userAdd('alice', { ports: 'tcp/22,udp/51820' }, where(), { server: '198.51.100.1', web: 'https://knock.example.net/page/' }, tty);
+    const alice = parseSesameYaml(readFileSync(file, 'utf8'), file).rules.find((r) => r.name === 'alice')!;
+    expect(out).toMatch(/^ {4}\[alice\]$/m);
+    expect(out).toMatch(/^ {4}SPA_SERVER +198\.51\.100\.1$/m);
+    expect(out).toMatch(/^ {4}ACCESS +tcp\/22,udp\/51820$/m);
+    expect(out).toContain(`KEY_BASE64          ${alice.key.toString('base64')}`);
+    expect(out).toContain(`HMAC_KEY_BASE64     ${alice.hmacKey!.toString('base64')}`);
+    expect(out).toMatch(/^ {4}fwknop -n alice$/m);
+    expect(out).toContain('https://knock.example.net/page/#');
+    // Two terminal QR codes (Fwknop2, web link): blocks drawn with block characters.
+    // eslint-disable-next-line no-control-regex
+    const qrLines = out.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((l) => /^[ █▀▄]{20,}$/.test(l) && /[█▀▄]/.test(l));
+    expect(qrLines.length).toBeGreaterThanOrEqual(20);
+    await refused(() => userAdd('carol', {}, where(), { server: '198.51.100.1', web: 'not a url' }, tty), /--web: "not a url" is not an http/);
+    await refused(() => userAdd('carol', {}, where(), { server: '198.51.100.1', web: 'not a url' }, io), /--web: "not a url" is not an http/);
+  });
+
   it('list: names, ports, sources, expiry and key dates, never a key', async () => {
     await userAdd('alice', { expires: '2027-01-01' }, where(), print, io);
     await userRotate('bob', '1h', where(), print, io);

@@ -151,13 +151,19 @@ function freshKeys(name: string, configFile: string, text: string, nowSec: numbe
 }
 
 /**
- * Check, write, say what was done (`done`, once it is true), reload; a failure before the rename
- * leaves the file as it was (and no new key file).
+ * Check, write, say what was done (`done`, once it is true), reload, then print `instructions`
+ * (made from the checked configuration before anything is written, so a bad --web fails first).
+ * A failure before the rename leaves the file as it was (and no new key file).
  */
-async function commit(file: string, before: { text: string; mode: number; uid: number; gid: number }, edit: EditResult, o: WhereOptions, io: UserIo, done: string, newKeyFile?: string): Promise<GatewayConfig> {
+async function commit(
+  file: string, before: { text: string; mode: number; uid: number; gid: number }, edit: EditResult, o: WhereOptions, io: UserIo,
+  done: string, newKeyFile?: string, instructions?: (cfg: GatewayConfig) => Promise<string>,
+): Promise<void> {
   let cfg: GatewayConfig;
+  let text = '';
   try {
     cfg = checkEdited(file, edit.text, before.mode);
+    if (instructions) text = await instructions(cfg);
     writeConfigAtomically(file, before.text, edit.text, before);
   } catch (e) {
     if (newKeyFile) try { unlinkSync(newKeyFile); } catch { /* not made */ }
@@ -168,7 +174,7 @@ async function commit(file: string, before: { text: string; mode: number; uid: n
     io.out(`dropped a key of rule ${d.rule} retired at ${d.notAfter}${d.keyFile ? `; its key file ${d.keyFile} is no longer used: delete it` : ''}\n`);
   }
   io.out(`${await reloadDaemon(file, o.stateDir ?? process.env.SESAME_STATE_DIR ?? cfg.stateDir)}\n`);
-  return cfg;
+  io.out(text);
 }
 
 /** Ask the daemon of this state dir to reload; none running is a line, not a failure. */
@@ -191,6 +197,12 @@ const portsOf = (r: AccessRule): PortSpec[] => r.openPorts ?? [{ proto: 'tcp', p
 export async function accessText(name: string, keys: GeneratedKeys, ports: PortSpec[], p: PrintOptions, io: UserIo, file: string): Promise<string> {
   const access = ports.map(formatPort).join(',');
   if (!io.isTTY) {
+    if (p.web !== undefined) {
+      // Checked all the same: a bad URL is refused before the file changes, whatever stdout is.
+      const { buildWebLink } = await import('../web/link.js');
+      const { profileForKeys } = await import('../web/provision.js');
+      buildWebLink(p.web, profileForKeys(keys, { hosts: [p.server], access: [access] }));
+    }
     return [
       `The keys of ${name} are in ${file} (rule ${name}); this output is not a terminal, so they are not printed:`,
       `run \`sesame user show ${name}\` in an interactive terminal for the ~/.fwknoprc stanza, the fwknop command and the QR codes.`,
@@ -238,8 +250,8 @@ export async function userAdd(name: string, a: AddOptions, o: WhereOptions, p: P
     ...(expiresSec !== undefined ? { expires: isoSeconds(expiresSec) } : {}),
     ...(timeout !== undefined ? { accessTimeoutSec: timeout } : {}),
   }, nowSec);
-  await commit(file, before, edit, o, io, `added user ${name} to ${file}: ${ports.map(formatPort).join(', ')} from ${sources.join(', ')}${expiresSec !== undefined ? `, until ${isoSeconds(expiresSec)}` : ''}${fresh.keyFile ? ` (keys in ${fresh.keyFile})` : ''}`, fresh.keyFile);
-  io.out(await accessText(name, fresh.keys, ports, p, io, file));
+  await commit(file, before, edit, o, io, `added user ${name} to ${file}: ${ports.map(formatPort).join(', ')} from ${sources.join(', ')}${expiresSec !== undefined ? `, until ${isoSeconds(expiresSec)}` : ''}${fresh.keyFile ? ` (keys in ${fresh.keyFile})` : ''}`,
+    fresh.keyFile, () => accessText(name, fresh.keys, ports, p, io, file));
   return 0;
 }
 
@@ -251,9 +263,8 @@ export async function userRotate(name: string, grace: string, o: WhereOptions, p
   rotateUser(before.text, file, name, { key_base64: 'AAAAAAAAAAA=', hmac_key_base64: 'AAAAAAAAAAA=', created: isoSeconds(nowSec) }, graceSec, nowSec);
   const fresh = freshKeys(name, file, before.text, nowSec, before);
   const edit = rotateUser(before.text, file, name, fresh.entry, graceSec, nowSec);
-  const cfg = await commit(file, before, edit, o, io, `new keys for ${name} in ${file}${fresh.keyFile ? ` (${fresh.keyFile})` : ''}; the old keys keep working until ${isoSeconds(nowSec + graceSec)}, then they are refused (key_expired)`, fresh.keyFile);
-  const rule = cfg.rules.find((r) => r.name === name)!;
-  io.out(await accessText(name, fresh.keys, portsOf(rule), p, io, file));
+  await commit(file, before, edit, o, io, `new keys for ${name} in ${file}${fresh.keyFile ? ` (${fresh.keyFile})` : ''}; the old keys keep working until ${isoSeconds(nowSec + graceSec)}, then they are refused (key_expired)`,
+    fresh.keyFile, (cfg) => accessText(name, fresh.keys, portsOf(cfg.rules.find((r) => r.name === name)!), p, io, file));
   return 0;
 }
 
