@@ -183,7 +183,9 @@ describeWith('sesame user add / remove / rotate against a running daemon (nftabl
     expect(r.stdout).toContain('removed user alice');
     const ms = await msUntilClosed(CL4, 1000);
     expect(ms, daemon!.logText().slice(-2000)).toBeGreaterThanOrEqual(0);
-    console.log(`user remove: the command took ${took} ms; alice's grant was gone from the guard ${ms} ms after it returned`);
+    const asked = Date.parse(String(events(daemon!, 'reload_requested').at(-1)?.time));
+    const revoked = Date.parse(String(events(daemon!, 'revoke').find((e) => e.rule === 'alice')?.time));
+    console.log(`user remove: the command took ${took} ms; reload asked -> grant closed ${revoked - asked} ms (daemon log); gone from the guard ${ms} ms after the command returned`);
     expect(await lab.canConnect('cl', GW4, PORT, 400)).toBe(false);
     expect(await lab.canConnect('admin', GW4, PORT, 400)).toBe(true);
     expect(events(daemon!, 'revoke')).toContainEqual(expect.objectContaining({ rule: 'alice', src: CL4, reason: 'rule_removed' }));
