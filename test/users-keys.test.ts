@@ -140,3 +140,24 @@ describe('keys: in sesame YAML', () => {
     }
   });
 });
+
+describe('which grants a reload revokes (ruleGone)', async () => {
+  const { ruleGone } = await import('../src/gateway/daemon.js');
+  const grant = (ruleName: string) => ({ address: '198.51.100.2', family: 4 as const, proto: 'tcp' as const, port: 22, expiresAt: NOW + 30_000, timeoutSec: 30, clientTimeoutSec: 0, rule: ruleName });
+  const alice = rule([set(0)], { name: 'alice' });
+  const bob = rule(undefined, { name: 'bob', key: Buffer.alloc(32, 40), hmacKey: Buffer.alloc(64, 41) });
+
+  it('a removed rule\'s grants go; the others\', and grants adopted from the firewall, stay', () => {
+    const gone = ruleGone([alice, bob], [bob]);
+    expect(gone(grant('alice'))).toBe(true);
+    expect(gone(grant('bob'))).toBe(false);
+    expect(gone(grant('(recovered from nftables)'))).toBe(false);
+  });
+
+  it('a rule renamed with its keys (an access.conf stanza whose line moved) keeps its grants; a rotated one too', () => {
+    expect(ruleGone([bob], [{ ...bob, name: 'stanza #2 (access.conf:9)' }])(grant('bob'))).toBe(false);
+    expect(ruleGone([alice], [rule([set(3), set(0, NOW_S + 60)], { name: 'alice' })])(grant('alice'))).toBe(false);
+    // Same name, other keys: the same rule (rotation by hand); other name, other keys: gone.
+    expect(ruleGone([alice], [rule([set(5)], { name: 'alice2' })])(grant('alice'))).toBe(true);
+  });
+});

@@ -345,13 +345,22 @@ export class Gateway {
   }
 }
 
+/** Every key set a rule grants with (the single key, or each of its keys:). */
+const keySetsOf = (r: AccessRule): { key: Buffer; hmacKey?: Buffer }[] => (r.keys ?? [{ key: r.key, ...(r.hmacKey ? { hmacKey: r.hmacKey } : {}) }]);
+const sameKeySet = (a: { key: Buffer; hmacKey?: Buffer }, b: { key: Buffer; hmacKey?: Buffer }): boolean =>
+  a.key.equals(b.key) && (a.hmacKey && b.hmacKey ? a.hmacKey.equals(b.hmacKey) : a.hmacKey === b.hmacKey);
+
 /**
- * Grants of a rule the old configuration had and the new one does not. Grants adopted from the
- * firewall without their journal ("(recovered from nftables)") never named a configured rule: they stay.
+ * Grants of a rule the old configuration had and the new one does not (docs/users.md). A rule
+ * that only changed its name is the same rule when a new rule still grants with one of its key
+ * sets: access.conf stanzas are named by their line, which an edit above them shifts. Grants
+ * adopted from the firewall without their journal ("(recovered from nftables)") never named a
+ * configured rule: they stay.
  */
 export function ruleGone(before: readonly AccessRule[], after: readonly AccessRule[]): (g: Grant) => boolean {
   const kept = new Set(after.map((r) => r.name));
-  const removed = new Set(before.map((r) => r.name).filter((n) => !kept.has(n)));
+  const renamed = (r: AccessRule): boolean => after.some((n) => keySetsOf(r).some((a) => keySetsOf(n).some((b) => sameKeySet(a, b))));
+  const removed = new Set(before.filter((r) => !kept.has(r.name) && !renamed(r)).map((r) => r.name));
   return (g) => removed.has(g.rule);
 }
 
