@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { addUser, removeUser, rotateUser, UserError } from '../src/users/edit.js';
-import { userAdd, userList, userRemove, userRotate, writeConfigAtomically, type UserIo } from '../src/users/commands.js';
+import { userAdd, userList, userRemove, userRotate, userShow, writeConfigAtomically, type UserIo } from '../src/users/commands.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 
 const NOW_S = 1_795_000_000;
@@ -243,6 +243,20 @@ describe('user commands on a file (no daemon)', () => {
     expect(qrLines.length).toBeGreaterThanOrEqual(20);
     await refused(() => userAdd('carol', {}, where(), { server: '198.51.100.1', web: 'not a url' }, tty), /--web: "not a url" is not an http/);
     await refused(() => userAdd('carol', {}, where(), { server: '198.51.100.1', web: 'not a url' }, io), /--web: "not a url" is not an http/);
+  });
+
+  it('show prints the newest valid keys of a rotated rule, only to a terminal', async () => {
+    await userRotate('default', '1h', where(), print, io);
+    const cfg = parseSesameYaml(readFileSync(file, 'utf8'), file);
+    const fresh = cfg.rules.find((r) => r.name === 'default')!.keys![0]!;
+    out = '';
+    await userShow('default', where(), print, { ...io, isTTY: true });
+    expect(out).toContain(`KEY_BASE64          ${fresh.key.toString('base64')}`);
+    expect(out).not.toContain(K1);
+    out = '';
+    await userShow('default', where(), print, io);
+    expect(out).not.toContain(fresh.key.toString('base64'));
+    expect(out).toContain('not a terminal');
   });
 
   it('list: names, ports, sources, expiry and key dates, never a key', async () => {
