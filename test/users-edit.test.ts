@@ -224,6 +224,16 @@ describe('user commands on a file (no daemon)', () => {
     expect(statSync(path.join(dir, rel!)).mode & 0o777).toBe(0o600);
     const alice = parseSesameYaml(text, file).rules.find((r) => r.name === 'alice')!;
     expect(readFileSync(path.join(dir, rel!), 'utf8')).toContain(alice.key.toString('base64'));
+    // A keys/ directory that is a link elsewhere is refused (O_NOFOLLOW guards only the last name).
+    rmSync(path.join(dir, 'keys'), { recursive: true });
+    const elsewhere = mkdtempSync(path.join(os.tmpdir(), 'sesame-elsewhere-'));
+    try {
+      symlinkSync(elsewhere, path.join(dir, 'keys'));
+      await refused(() => userAdd('carol', {}, where(), print, io), /keys is not a directory \(a symlink\?\)/);
+      expect(readdirSync(elsewhere)).toEqual([]);
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
   });
 
   it('on a terminal: the stanza with the written keys, the fwknop command, the Fwknop2 QR and the web-knock link with its QR', async () => {

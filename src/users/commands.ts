@@ -128,7 +128,10 @@ export function writeConfigAtomically(file: string, before: string, text: string
 /** A new key file (fwknop key-gen lines, read by key_file and hmac_key_file alike): 0600, created exclusively, no symlink followed. */
 function writeKeyFile(configFile: string, rel: string, keys: GeneratedKeys, owner: { uid: number; gid: number }): string {
   const full = path.resolve(path.dirname(configFile), rel);
-  mkdirSync(path.dirname(full), { recursive: true, mode: 0o700 });
+  const dir = path.dirname(full);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // O_NOFOLLOW guards the file's own name; its directory must not be a link elsewhere either.
+  if (!lstatSync(dir).isDirectory()) throw new UserError(`${dir} is not a directory (a symlink?); key files are written only into a real directory beside the config: remove it`);
   const fd = openSync(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     if (process.getuid?.() === 0) fchownSync(fd, owner.uid, owner.gid);
