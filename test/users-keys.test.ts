@@ -4,7 +4,8 @@
 // not_after with key_expired (only when that key's HMAC matched), tries the
 // HMAC of each set before any decryption, and a wrong packet costs one HMAC
 // per key set and no decryption. The real spa/packet.js functions are wrapped
-// only to count their calls.
+// only to count their calls. Also: which grants a reload revokes, and the
+// monitor letting the worker close (never open) on a removed rule's backend.
 import { describe, expect, it, vi, beforeEach } from 'vitest';
 import type { AccessRule, RuleKey } from '../src/config/model.js';
 import { parseAddressList } from '../src/config/address.js';
@@ -159,5 +160,22 @@ describe('which grants a reload revokes (ruleGone)', async () => {
     expect(ruleGone([alice], [rule([set(3), set(0, NOW_S + 60)], { name: 'alice' })])(grant('alice'))).toBe(false);
     // Same name, other keys: the same rule (rotation by hand); other name, other keys: gone.
     expect(ruleGone([alice], [rule([set(5)], { name: 'alice2' })])(grant('alice'))).toBe(true);
+  });
+});
+
+describe('privilege separation: closing the grants of a removed command-cycle rule', async () => {
+  const { validateRequest, policyFromConfig } = await import('../src/gateway/privsep/validate.js');
+  const cfg = { rules: [rule(undefined, { name: 'keep' })], backend: { kind: 'log' } } as unknown as Parameters<typeof policyFromConfig>[0];
+  const req = (op: 'open' | 'close') => ({
+    t: 'req', id: 1, op, backend: 'cmd:gone',
+    grant: { address: '198.51.100.2', family: 4, proto: 'tcp', port: 22, expiresAt: Date.now() + 10_000, timeoutSec: 10, clientTimeoutSec: 0, rule: 'gone' },
+  });
+
+  it('the monitor lets the worker close on a backend it still holds, never open', () => {
+    const policy = { ...policyFromConfig(cfg), closeOnly: new Set(['main', 'cmd:gone']) };
+    expect(validateRequest(req('close'), policy, Date.now()).ok).toBe(true);
+    expect(validateRequest(req('open'), policy, Date.now())).toMatchObject({ ok: false, reason: 'unknown_backend' });
+    // Without the monitor holding it, closing there is refused too.
+    expect(validateRequest(req('close'), policyFromConfig(cfg), Date.now())).toMatchObject({ ok: false, reason: 'unknown_backend' });
   });
 });
