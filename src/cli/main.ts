@@ -25,6 +25,7 @@ const SUBCOMMANDS: Record<string, () => Promise<Register>> = {
   web: async () => (await import('./web.js')).registerWeb,
   status: async () => (await import('./status.js')).registerStatus,
   reload: async () => (await import('./status.js')).registerStatus,
+  user: async () => (await import('./user.js')).registerUser,
 };
 
 export async function buildProgram(subcommand?: string): Promise<Command> {

@@ -90,7 +90,7 @@ export async function runUp(portArgs: string[], o: UpCliOptions, deps: UpDeps): 
   return deps.serve(() => load(loadOpts), () => write(instructions()), plan.configFile);
 }
 
-function firstAddress(): string | undefined {
+export function firstAddress(): string | undefined {
   // Only for the printed instructions: the first non-loopback IPv4 address of this host.
   for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
   return undefined;

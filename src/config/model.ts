@@ -44,6 +44,12 @@ export interface AccessRule {
   /** HMAC key; when absent no HMAC is checked (fwknop compatibility; sesame's YAML requires one). */
   hmacKey?: Buffer;
   hmacType: HmacType;
+  /**
+   * Several dated key sets (`keys:`, docs/users.md), for rotation without downtime; absent in the
+   * single-key form. When present, `key`/`hmacKey` above are the newest valid set (what web knocks
+   * are answered with by default) and the pipeline tries each set in turn.
+   */
+  keys?: RuleKey[];
   /** Every requested pair must be listed; undefined = any port. */
   openPorts?: PortSpec[];
   /** Pairs always refused. */
@@ -65,6 +71,18 @@ export interface AccessRule {
   webKnock?: boolean;
   /** Grant the allowed address's network of this many bits instead of the address (docs/grant-prefix.md); off when absent. */
   grantPrefix?: { ipv4?: number; ipv6?: number };
+}
+
+/** One dated key set of a rule (`keys:` in sesame YAML, docs/users.md). */
+export interface RuleKey {
+  key: Buffer;
+  hmacKey: Buffer;
+  /** Where it is written, for logs and `sesame user list`: `keys[1]`. */
+  label: string;
+  /** When it was made (informational), epoch seconds. */
+  createdAtSec?: number;
+  /** Refused after this instant (the end of a rotation's grace), epoch seconds. */
+  notAfterSec?: number;
 }
 
 export type NftMode = 'guard' | 'sets';

@@ -214,6 +214,19 @@ const natSchema = strict({
   forward_all: bool().optional(),
 });
 
+/** One entry of a rule's `keys:` list (several dated key sets, docs/users.md); checked further by sesame-yaml.ts. */
+const ruleKeySchema = strict({
+  key: secretText('the encryption passphrase').optional(),
+  key_base64: base64().optional(),
+  key_file: filePath().optional(),
+  hmac_key: secretText('the HMAC passphrase').optional(),
+  hmac_key_base64: base64().optional(),
+  hmac_key_file: filePath().optional(),
+  created: expires().optional(),
+  not_after: expires().optional(),
+});
+export type RuleKeyInput = z.output<typeof ruleKeySchema>;
+
 export const ruleSchema = strict({
   name: text('a rule name').optional(),
   source: addresses(),
@@ -224,6 +237,7 @@ export const ruleSchema = strict({
   hmac_key: secretText('the HMAC passphrase').optional(),
   hmac_key_base64: base64().optional(),
   hmac_key_file: filePath().optional(),
+  keys: z.array(ruleKeySchema).optional(),
   insecure_no_hmac: bool().optional(),
   hmac_digest: choice(DIGEST_TYPES).optional(),
   encryption_mode: choice(ENCRYPTION_MODES).optional(),

@@ -49,9 +49,12 @@ import { commandProgramProblem, inlineSecretsExposed, MIN_KEY_BYTES, readSecretF
 import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type * as z from 'zod';
-import { ConfigError, DEFAULTS, type AccessRule, type BackendConfig, type GatewayConfig, type NatPolicy, type RouterTarget } from './model.js';
+import { ConfigError, DEFAULTS, type AccessRule, type RuleKey, type BackendConfig, type GatewayConfig, type NatPolicy, type RouterTarget } from './model.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from './defaults.js';
-import { configSchema, describeValue, type BackendInput, type ConfigInput, type RuleInput } from './sesame-yaml-schema.js';
+import { configSchema, describeValue, type BackendInput, type ConfigInput, type RuleInput, type RuleKeyInput } from './sesame-yaml-schema.js';
+
+/** Where one key set is written: a rule (single-key form) or one entry of its keys: list. */
+type KeySource = Pick<RuleInput & RuleKeyInput, 'key' | 'key_base64' | 'key_file' | 'hmac_key' | 'hmac_key_base64' | 'hmac_key_file'>;
 import { YamlPlaces, pathText, type DataPath } from './yaml-place.js';
 import { decodeStrictBase64, didYouMean, InvalidValue, quote } from './values.js';
 import { readConfigText } from './fwknop.js';
@@ -221,8 +224,8 @@ class Builder {
   }
 
   /** Exactly one of `<prefix>`, `<prefix>_base64`, `<prefix>_file`. */
-  private oneKey(r: RuleInput, at: DataPath, prefix: 'key' | 'hmac_key'): { bytes: Buffer; path: DataPath } | undefined {
-    const given = ([prefix, `${prefix}_base64`, `${prefix}_file`] as const).filter((k) => r[k as keyof RuleInput] !== undefined);
+  private oneKey(r: KeySource, at: DataPath, prefix: 'key' | 'hmac_key'): { bytes: Buffer; path: DataPath } | undefined {
+    const given = ([prefix, `${prefix}_base64`, `${prefix}_file`] as const).filter((k) => r[k as keyof KeySource] !== undefined);
     if (given.length > 1) {
       // Point at whichever comes later in the file; name the other one.
       const [first, second] = given.map((k) => ({ k, line: this.places.line([...at, k]) ?? 0 })).sort((a, b) => a.line - b.line);
@@ -231,22 +234,17 @@ class Builder {
     const k = given[0];
     if (k === undefined) return undefined;
     const kp = [...at, k];
-    const v = r[k as keyof RuleInput];
+    const v = r[k as keyof KeySource];
     if (k.endsWith('_file')) return { bytes: this.secretFile(kp, v as string, prefix === 'key' ? 'KEY' : 'HMAC_KEY'), path: kp };
     if (k.endsWith('_base64')) return { bytes: v as Buffer, path: kp };
     return { bytes: Buffer.from(v as string, 'utf8'), path: kp };
   }
 
-  private rule(r: RuleInput, i: number): AccessRule {
-    const at: DataPath = ['rules', i];
-    const name = r.name ?? `rules[${i}]`;
-    const mode = r.encryption_mode ?? DEFAULTS.mode;
+  /** The single-key form: one of key/key_base64/key_file and one of the hmac_key forms (or insecure_no_hmac). */
+  private singleKey(r: RuleInput, at: DataPath, mode: string, name: string): { key: Buffer; hmac?: Buffer } {
     const key = this.oneKey(r, at, 'key');
     if (!key) this.fail(at, 'no encryption key (expected one of key, key_base64, key_file)');
-    const maxKey = mode === 'legacy' ? LEGACY_KEY_BYTES : MAX_KEY_BYTES;
-    if (key.bytes.length < MIN_KEY_BYTES || key.bytes.length > maxKey) {
-      this.fail(key.path, `the key is ${key.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${maxKey}${mode === 'legacy' ? ' in legacy mode' : ''}; sesame keygen makes a good one)`);
-    }
+    this.checkKeyLength(key, mode);
     const hmac = this.oneKey(r, at, 'hmac_key');
     if (r.insecure_no_hmac === true) {
       if (hmac) this.fail([...at, 'insecure_no_hmac'], 'an HMAC key is given too: drop insecure_no_hmac or the HMAC key', true);
@@ -254,11 +252,59 @@ class Builder {
     } else if (!hmac) {
       this.fail(at, 'no HMAC key (expected one of hmac_key, hmac_key_base64, hmac_key_file; or insecure_no_hmac: true for old clients)');
     }
-    if (hmac) {
-      if (hmac.bytes.length < MIN_KEY_BYTES || hmac.bytes.length > MAX_HMAC_KEY_BYTES) this.fail(hmac.path, `the HMAC key is ${hmac.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${MAX_HMAC_KEY_BYTES}; sesame keygen makes a good one)`);
-      if (hmac.bytes.equals(key.bytes)) this.fail(hmac.path, 'the HMAC key must differ from the encryption key');
-      if (mode === 'legacy') this.warn([...at, 'encryption_mode'], 'legacy mode with an HMAC key: fwknop clients refuse to build such packets');
+    if (hmac) this.checkHmacKey(hmac, key, mode, at);
+    return { key: key.bytes, ...(hmac ? { hmac: hmac.bytes } : {}) };
+  }
+
+  private checkKeyLength(key: { bytes: Buffer; path: DataPath }, mode: string): void {
+    const maxKey = mode === 'legacy' ? LEGACY_KEY_BYTES : MAX_KEY_BYTES;
+    if (key.bytes.length < MIN_KEY_BYTES || key.bytes.length > maxKey) {
+      this.fail(key.path, `the key is ${key.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${maxKey}${mode === 'legacy' ? ' in legacy mode' : ''}; sesame keygen makes a good one)`);
     }
+  }
+
+  private checkHmacKey(hmac: { bytes: Buffer; path: DataPath }, key: { bytes: Buffer }, mode: string, at: DataPath): void {
+    if (hmac.bytes.length < MIN_KEY_BYTES || hmac.bytes.length > MAX_HMAC_KEY_BYTES) this.fail(hmac.path, `the HMAC key is ${hmac.bytes.length} bytes (expected ${MIN_KEY_BYTES}..${MAX_HMAC_KEY_BYTES}; sesame keygen makes a good one)`);
+    if (hmac.bytes.equals(key.bytes)) this.fail(hmac.path, 'the HMAC key must differ from the encryption key');
+    if (mode === 'legacy') this.warn([...at, 'encryption_mode'], 'legacy mode with an HMAC key: fwknop clients refuse to build such packets');
+  }
+
+  /**
+   * The `keys:` form (docs/users.md): several dated key sets, each with both keys. The primary set
+   * (the rule's key/hmacKey) is the first one still valid at load time, else the first.
+   */
+  private ruleKeys(r: RuleInput, at: DataPath, mode: string, name: string): { all: RuleKey[]; primary: RuleKey } {
+    const direct = (['key', 'key_base64', 'key_file', 'hmac_key', 'hmac_key_base64', 'hmac_key_file'] as const).find((k) => r[k] !== undefined);
+    if (direct) this.fail([...at, direct], 'give the keys either in keys: or directly in the rule, not both', true);
+    if (r.insecure_no_hmac === true) this.fail([...at, 'insecure_no_hmac'], 'every entry of keys: has an HMAC key: drop insecure_no_hmac', true);
+    const list = r.keys!;
+    if (list.length === 0) this.fail([...at, 'keys'], 'the list is empty (expected entries with key_base64 and hmac_key_base64; sesame user rotate writes them)');
+    const all = list.map((k, j): RuleKey => {
+      const kp: DataPath = [...at, 'keys', j];
+      const key = this.oneKey(k, kp, 'key');
+      if (!key) this.fail(kp, 'no encryption key (expected one of key, key_base64, key_file)');
+      this.checkKeyLength(key, mode);
+      const hmac = this.oneKey(k, kp, 'hmac_key');
+      if (!hmac) this.fail(kp, 'no HMAC key (expected one of hmac_key, hmac_key_base64, hmac_key_file)');
+      this.checkHmacKey(hmac, key, mode, at);
+      return {
+        key: key.bytes, hmacKey: hmac.bytes, label: `keys[${j}]`,
+        ...(k.created !== undefined ? { createdAtSec: k.created } : {}),
+        ...(k.not_after !== undefined ? { notAfterSec: k.not_after } : {}),
+      };
+    });
+    const nowSec = Date.now() / 1000;
+    const primary = all.find((k) => k.notAfterSec === undefined || k.notAfterSec > nowSec);
+    if (!primary) this.warn([...at, 'keys'], `every key of rule ${quote(name)} has passed its not_after; the rule never matches (sesame user rotate ${name})`);
+    return { all, primary: primary ?? all[0]! };
+  }
+
+  private rule(r: RuleInput, i: number): AccessRule {
+    const at: DataPath = ['rules', i];
+    const name = r.name ?? `rules[${i}]`;
+    const mode = r.encryption_mode ?? DEFAULTS.mode;
+    const keys = r.keys !== undefined ? this.ruleKeys(r, at, mode, name) : undefined;
+    const { key, hmac } = keys ? { key: keys.primary.key, hmac: keys.primary.hmacKey } : this.singleKey(r, at, mode, name);
     const accessTimeoutSec = r.access_timeout ?? DEFAULTS.accessTimeoutSec;
     const maxTimeoutSec = r.max_timeout ?? DEFAULTS.maxTimeoutSec;
     if (maxTimeoutSec < accessTimeoutSec) this.warn([...at, 'max_timeout'], `is below access_timeout (${accessTimeoutSec})`);
@@ -276,9 +322,10 @@ class Builder {
       name,
       sources: r.source,
       ...(r.destination ? { destinations: r.destination } : {}),
-      key: key.bytes,
+      key,
       encryptionMode: mode,
-      ...(hmac ? { hmacKey: hmac.bytes } : {}),
+      ...(hmac ? { hmacKey: hmac } : {}),
+      ...(keys ? { keys: keys.all } : {}),
       hmacType: r.hmac_digest ?? DEFAULTS.hmac,
       ...(r.open_ports ? { openPorts: r.open_ports } : {}),
       restrictPorts: r.restrict_ports ?? [],

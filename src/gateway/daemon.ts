@@ -258,6 +258,7 @@ export class Gateway {
       expires_at: new Date(grants[0]?.expiresAt ?? Date.now()).toISOString(),
       backend: b.name,
       rule: d.rule.name,
+      ...(d.key ? { key: d.key } : {}),
       user: d.message.username,
       ...via,
     });
@@ -307,9 +308,12 @@ export class Gateway {
       this.replay?.close();
       this.replay = openReplayStore({ ...cfg, stateDir: this.cfg.stateDir }, this.replayNote);
     }
+    const before = this.cfg.rules;
     this.cfg = { ...cfg, backend: this.cfg.backend, listeners: this.cfg.listeners };
     for (const w of cfg.warnings) this.opts.log.warn('config_warning', { message: w });
     this.opts.log.info('reloaded', { rules: cfg.rules.length });
+    // A rule that is gone takes its live grants with it (docs/users.md): `sesame user remove` revokes at once.
+    await this.grants.revoke(ruleGone(before, cfg.rules), 'rule_removed');
   }
 
   private readonly replayNote: ReplayNote = (level, event, fields) => this.opts.log.log(level, event, fields);
@@ -339,6 +343,25 @@ export class Gateway {
     for (const b of this.backends.values()) await b.shutdown().catch((e) => this.opts.log.warn('shutdown_failed', { backend: b.name, error: (e as Error).message }));
     this.opts.log.info('stopped', this.stats as unknown as Record<string, unknown>);
   }
+}
+
+/** Every key set a rule grants with (the single key, or each of its keys:). */
+const keySetsOf = (r: AccessRule): { key: Buffer; hmacKey?: Buffer }[] => (r.keys ?? [{ key: r.key, ...(r.hmacKey ? { hmacKey: r.hmacKey } : {}) }]);
+const sameKeySet = (a: { key: Buffer; hmacKey?: Buffer }, b: { key: Buffer; hmacKey?: Buffer }): boolean =>
+  a.key.equals(b.key) && (a.hmacKey && b.hmacKey ? a.hmacKey.equals(b.hmacKey) : a.hmacKey === b.hmacKey);
+
+/**
+ * Grants of a rule the old configuration had and the new one does not (docs/users.md). A rule
+ * that only changed its name is the same rule when a new rule still grants with one of its key
+ * sets: access.conf stanzas are named by their line, which an edit above them shifts. Grants
+ * adopted from the firewall without their journal ("(recovered from nftables)") never named a
+ * configured rule: they stay.
+ */
+export function ruleGone(before: readonly AccessRule[], after: readonly AccessRule[]): (g: Grant) => boolean {
+  const kept = new Set(after.map((r) => r.name));
+  const renamed = (r: AccessRule): boolean => after.some((n) => keySetsOf(r).some((a) => keySetsOf(n).some((b) => sameKeySet(a, b))));
+  const removed = new Set(before.filter((r) => !kept.has(r.name) && !renamed(r)).map((r) => r.name));
+  return (g) => removed.has(g.rule);
 }
 
 function backendLoggerOf(l: Logger): BackendLogger {

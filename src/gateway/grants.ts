@@ -137,6 +137,33 @@ export class GrantManager {
     return p;
   }
 
+  /**
+   * Close at once the live grants `gone` picks (their rule was removed by a reload: `sesame user
+   * remove`, docs/users.md). They leave the journal first, so a restart cannot open them again;
+   * resolves with how many were closed (failures are logged here, never thrown).
+   */
+  async revoke(gone: (g: Grant) => boolean, why: string): Promise<number> {
+    const closing = [...this.live].filter(([, e]) => gone(e.grant));
+    if (closing.length === 0) return 0;
+    for (const [k] of closing) this.live.delete(k);
+    this.compact();
+    this.arm();
+    const closed = await Promise.all(closing.map(async ([, e]) => {
+      const b = this.backends(e.backend);
+      const fields = { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule };
+      try {
+        if (!b) throw new Error(`no backend ${e.backend}`);
+        await b.close(e.grant);
+        this.log.info('revoke', { ...fields, reason: why });
+        return true;
+      } catch (err) {
+        this.log.error('revoke_failed', { ...fields, error: (err as Error).message });
+        return false;
+      }
+    }));
+    return closed.filter(Boolean).length;
+  }
+
   /** Run a journaled close for a backend that no longer exists: now if due, else at expiry (kept in the journal meanwhile). */
   private async closeOrphan(key: string, e: Entry, t: number): Promise<void> {
     const closer = this.orphanCloser!(e.close!);

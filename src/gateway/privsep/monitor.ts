@@ -325,7 +325,8 @@ export class Monitor {
     if (prefixProblem) throw new Error(prefixProblem);
     await this.syncCommandBackends(next.rules);
     const cfg = { ...next, backend: this.cfg.backend, listeners: this.cfg.listeners, stateDir: this.cfg.stateDir };
-    this.policy = policyFromConfig(cfg);
+    // The worker closes the grants of removed rules at once (docs/users.md), command cycles included.
+    this.policy = { ...policyFromConfig(cfg), closeOnly: new Set(this.backends.keys()) };
     this.cfg = cfg;
     if (this.worker) this.sendTo(this.worker, { t: 'reload', cfg: { ...(await this.workerConfig(next)), stateDir: '.' } });
   }

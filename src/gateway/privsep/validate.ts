@@ -31,6 +31,8 @@ export interface MonitorPolicy {
   commandRules: ReadonlySet<string>;
   /** Prefix lengths a grant may carry per family (grant_prefix); empty: single addresses only. */
   prefixes: { 4: ReadonlySet<number>; 6: ReadonlySet<number> };
+  /** Backends the monitor still holds whose rule a reload removed: closing there is allowed (docs/users.md), opening not. */
+  closeOnly?: ReadonlySet<string>;
 }
 
 /** Lifetimes are computed from the worker's clock a moment before the monitor sees them. */
@@ -133,7 +135,8 @@ export function validateRequest(raw: unknown, policy: MonitorPolicy, nowMs: numb
     if (req.command.includes('\0') || req.command.trim() === '') return refuse('malformed', 'command is empty or holds a NUL byte', raw);
     return { ok: true, request: req };
   }
-  if (!policy.backends.has(req.backend)) return refuse('unknown_backend', `no backend ${JSON.stringify(req.backend)}`, raw);
+  const closing = req.op === 'close' && policy.closeOnly?.has(req.backend) === true;
+  if (!policy.backends.has(req.backend) && !closing) return refuse('unknown_backend', `no backend ${JSON.stringify(req.backend)}`, raw);
   if (req.op !== 'open' && req.op !== 'close') return { ok: true, request: req };
   const g = req.grant as Grant;
   if (ipFamily(g.address) !== g.family) return refuse('family_mismatch', `address ${g.address} is not IPv${g.family}`, raw);
