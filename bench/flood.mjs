@@ -41,6 +41,13 @@ async function shieldSetSizes(lab, kind) {
   return out;
 }
 
+/** Connections the gateway's kernel tracks (every spoofed source is one), and its limit. */
+async function conntrack(lab) {
+  const r = await lab.exec('gw', 'cat', ['/proc/sys/net/netfilter/nf_conntrack_count', '/proc/sys/net/netfilter/nf_conntrack_max']);
+  const [count, max] = r.stdout.trim().split(/\s+/).map(Number);
+  return r.code === 0 ? { count, max } : null;
+}
+
 /** Which kinds of step run (BENCH_FLOOD_STEPS, default all): single, many4, many6. */
 const KINDS = new Set((process.env.BENCH_FLOOD_STEPS ?? 'single,many4,many6').split(','));
 /**
@@ -102,16 +109,17 @@ export async function run(ctx) {
           const gw = diffCounters(gw0, await udpCounters(ctx.lab, 'gw'));
           const alive = d.child.exitCode === null && d.child.signalCode === null;
           const shield = await shieldSetSizes(ctx.lab, kind);
+          const ct = await conntrack(ctx.lab);
           res.push({
             step: step.name, offeredRate: step.rate ?? null, sources: f.sources ?? step.sources.length, ...f,
             deliveredToSockets: gw.in, droppedAtSockets: gw.rcvbufErrors,
             knocks: k.trials.length, knocksWithin1s: k.trials.filter((t) => t.withinWindow).length,
             knockMs: k.trials.map((t) => t.ms), knocksAlreadyOpen: k.trials.filter((t) => t.wasOpen).length,
             cpuPct: s.cpuPct, cpuS: s.cpuS, cpuMsPer1kDelivered: gw.in > 0 ? (s.cpuS * 1000) / (gw.in / 1000) : null,
-            peakRssKiB: s.peakRssKiB, peakTreeRssKiB: s.peakTreeRssKiB, treeRssStartKiB: s.treeRssStartKiB, shieldSetSizes: shield, rssEndKiB: s.rssEndKiB, logBytes: d.logBytes - log0, daemonAlive: alive,
+            peakRssKiB: s.peakRssKiB, peakTreeRssKiB: s.peakTreeRssKiB, treeRssStartKiB: s.treeRssStartKiB, shieldSetSizes: shield, conntrack: ct, rssEndKiB: s.rssEndKiB, logBytes: d.logBytes - log0, daemonAlive: alive,
           });
           const r = res.at(-1);
-          ctx.say(`  ${step.name}: sent ${Math.round(f.achievedRate)}/s from ${r.sources} sources, delivered ${gw.in}, dropped ${gw.rcvbufErrors}, knocks ${r.knocksWithin1s}/${k.trials.length} within 1 s, cpu ${s.cpuPct.toFixed(0)}% (${r.cpuMsPer1kDelivered?.toFixed(1)} ms/1k), tree rss ${(s.treeRssStartKiB / 1024).toFixed(1)} -> peak ${(s.peakTreeRssKiB / 1024).toFixed(1)} MiB${shield ? `, shield sets ${shield.spa_flood4}/${shield.spa_flood6}` : ''}`);
+          ctx.say(`  ${step.name}: sent ${Math.round(f.achievedRate)}/s from ${r.sources} sources, delivered ${gw.in}, dropped ${gw.rcvbufErrors}, knocks ${r.knocksWithin1s}/${k.trials.length} within 1 s, cpu ${s.cpuPct.toFixed(0)}% (${r.cpuMsPer1kDelivered?.toFixed(1)} ms/1k), tree rss ${(s.treeRssStartKiB / 1024).toFixed(1)} -> peak ${(s.peakTreeRssKiB / 1024).toFixed(1)} MiB${shield ? `, shield sets ${shield.spa_flood4}/${shield.spa_flood6}` : ''}${ct ? `, conntrack ${ct.count}/${ct.max}` : ''}`);
           if (!alive) break;
           await sleep(1500); // let the daemon drain its socket queue before the next step
         }

@@ -54,9 +54,9 @@ export async function run(ctx) {
       out[kind] = await oneCase(ctx, kind, v6 ? V6 : V4, v6 ? FILL_BOUND_MS : Math.min(FILL_BOUND_MS, 20_000), { idleMs: 2500, settleMs: 8000, watchMs: EXPIRY_WATCH_MS });
     }
     if (N_LARGE > 0 && ctx.daemons.includes('sesame-nftables')) {
-      // Bound the fill from the rate the smaller case reached (half of it, for a loaded machine), plus 20 s.
+      // Bound the fill from the rate the smaller case reached (1.5 times the time it predicts, plus 20 s).
       const rate = out['sesame-nftables']?.fillRate;
-      const fill = Math.min(LARGE_FILL_MAX_MS, rate > 0 ? Math.ceil((2 * N_LARGE) / rate) * 1000 + 20_000 : LARGE_FILL_MAX_MS);
+      const fill = Math.min(LARGE_FILL_MAX_MS, rate > 0 ? Math.ceil((1.5 * N_LARGE) / rate) * 1000 + 20_000 : LARGE_FILL_MAX_MS);
       out.large = await oneCase(ctx, 'sesame-nftables', ipv6Range('a', N_LARGE), fill, { idleMs: 10_000, settleMs: 15_000, watchMs: Math.max(EXPIRY_WATCH_MS, 30_000) });
     }
   } finally {
