@@ -18,8 +18,9 @@
 // achieved rate can stay under the offer; the table shows both. Per step:
 // the flooder's achieved rate, datagrams the gateway kernel delivered to /
 // dropped at the daemon's sockets, the knocks opened within 1 s of those sent
-// and their median, the daemon's CPU % and CPU-ms per 1,000 datagrams
-// delivered to its sockets, the peak RSS of its whole process tree (sesame:
+// and their median, the daemon's CPU % and CPU-ms per 1,000 junk datagrams
+// arriving (sent) and per 1,000 delivered to its sockets (what the kernel
+// did not shed; both include the knocks' own cost), the peak RSS of its whole process tree (sesame:
 // monitor + privsep worker), and its log bytes.
 import os from 'node:os';
 import { CL4, FL4, GW4, KNOCK_POOL, sleep } from './lib/lab.mjs';
@@ -150,6 +151,7 @@ export function rows(r) {
       row('knocks opened within 1 s', (s) => ({ text: `${s.knocksWithin1s}/${s.knocks}`, value: s.knocksWithin1s / s.knocks }), undefined, false),
       row('knock-to-open median ms', (s) => summary(s.knockMs).median ?? { text: 'none opened' }, (x) => x.toFixed(1)),
       row('CPU %', (s) => s.cpuPct, (x) => x.toFixed(0)),
+      row('CPU ms per 1k junk arriving (sent)', (s) => (s.sent > 0 && s.cpuS !== undefined ? (s.cpuS * 1000) / (s.sent / 1000) : undefined), (x) => x.toFixed(2)),
       row('CPU ms per 1k delivered to socket', (s) => s.cpuMsPer1kDelivered ?? undefined, (x) => x.toFixed(2)),
       row('peak RSS MiB (process tree)', (s) => (s.peakTreeRssKiB ?? s.peakRssKiB) / 1024, (x) => x.toFixed(1)),
       row('log bytes', (s) => s.logBytes, (x) => Math.round(x).toLocaleString('en')),
