@@ -20,8 +20,9 @@
 // dropped at the daemon's sockets, the knocks opened within 1 s of those sent
 // and their median, the daemon's CPU % and CPU-ms per 1,000 junk datagrams
 // arriving (sent) and per 1,000 delivered to its sockets (what the kernel
-// did not shed; both include the knocks' own cost), the peak RSS of its whole process tree (sesame:
-// monitor + privsep worker), and its log bytes.
+// did not shed; both include the knocks' own cost), the peak RSS of its
+// whole process tree (sesame: monitor + privsep worker), its log bytes, and
+// (raw figures) the shield sets' sizes and the gateway's conntrack count.
 import os from 'node:os';
 import { CL4, FL4, GW4, KNOCK_POOL, sleep } from './lib/lab.mjs';
 import { SERVICE_PORT, SPA_PORT, startDaemon, writeConfig } from './lib/gateways.mjs';
@@ -144,7 +145,7 @@ export function rows(r) {
     const row = (label, f, fmt, lowerIsBetter = true) => ({ label: `${name}: ${label}`, values: Object.fromEntries(Object.entries(r).map(([k, v]) => [k, pick(f)(v, name)])), fmt, lowerIsBetter });
     out.push(
       row('flood sent/s (achieved)', (s) => s.achievedRate, (x) => Math.round(x).toLocaleString('en')),
-      ...(names.find((n) => n === name && Object.values(r).some((v) => at(v, n)?.allSourcesUsed !== undefined))
+      ...(Object.values(r).some((v) => at(v, name)?.allSourcesUsed !== undefined)
         ? [row('sources used (all rotated through)', (s) => (s.allSourcesUsed === undefined ? undefined : { text: s.allSourcesUsed ? `all ${s.sources.toLocaleString('en')}` : `not all of ${s.sources}` }))]
         : []),
       row('dropped at daemon socket %', (s) => (100 * s.droppedAtSockets) / Math.max(1, s.droppedAtSockets + s.deliveredToSockets), (x) => x.toFixed(1)),
