@@ -4,10 +4,11 @@
 // one table of figures with ratios sesame / fwknopd, the machine it ran on,
 // and writes the raw figures to bench/results/latest.json (not committed).
 //
-// Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [startup] [cluster]   (default: all but cluster)
+// Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [ratelimit] [startup] [cluster]   (default: all but cluster)
 //        node bench/main.mjs --print FILE.json    (the table of an earlier run)
 // Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables),
-//   BENCH_KNOCKS, BENCH_FLOOD_RATES, BENCH_FLOOD_STEP_MS, BENCH_FWKNOPD_NOCHECK=0,
+//   BENCH_KNOCKS, BENCH_FLOOD_RATES, BENCH_FLOOD_STEP_MS, BENCH_FLOOD_STEPS (single,many4,many6),
+//   BENCH_FLOOD_SOURCES6, BENCH_FWKNOPD_NOCHECK=0, BENCH_GRANTS_LARGE (0 skips), BENCH_GRANTS_LARGE_FILL_MS,
 //   BENCH_GRANTS, BENCH_GRANTS_FILL_MS, BENCH_GRANTS_EXPIRY_MS, BENCH_STARTS,
 //   BENCH_CODEC_SECONDS, BENCH_CLUSTER_N, BENCH_CLUSTER_RATE, BENCH_CLUSTER_KNOCKS.
 import { execFileSync } from 'node:child_process';
@@ -21,8 +22,9 @@ import * as flood from './flood.mjs';
 import * as grants from './grants.mjs';
 import * as startup from './startup.mjs';
 import * as cluster from './cluster.mjs';
+import * as ratelimit from './ratelimit.mjs';
 
-const ORDER = ['latency', 'flood', 'grants', 'codec', 'startup', 'cluster'];
+const ORDER = ['latency', 'flood', 'grants', 'codec', 'ratelimit', 'startup', 'cluster'];
 const NEEDS_LAB = new Set(['latency', 'flood', 'grants', 'startup', 'cluster']);
 /** Run only when named (they need more than fwknopd's comparison: cluster needs redis-server). */
 const ON_REQUEST = new Set(['cluster']);
@@ -43,7 +45,7 @@ const codec = {
     return out;
   },
 };
-const BENCHES = { latency, flood, grants, codec, startup, cluster };
+const BENCHES = { latency, flood, grants, codec, ratelimit, startup, cluster };
 
 function machine() {
   const cpus = os.cpus();

@@ -95,26 +95,53 @@ describe('RateLimiter on monotonic time', () => {
     }
   });
 
-  it('when full, evicts only refilled least-recently-used buckets; new sources share the overflow otherwise', () => {
+  it('when full, a new source takes the least recently used bucket: a known heavy source keeps its own, a newcomer is never starved', () => {
     let t = 0;
     const rl = new RateLimiter(10, 5, 100, () => t);
     for (let i = 0; i < 100; i++) rl.allow(`198.51.100.${i}`);
     expect(rl.size).toBe(100);
-    // Full, nothing refilled: a new source goes to the overflow bucket (the map does not grow).
-    expect(rl.allow('2001:db8::1')).toBe(true);
-    expect(rl.size).toBe(100);
-    // A known source keeps its own bucket (4 tokens left).
-    for (let i = 0; i < 4; i++) expect(rl.allow('198.51.100.50')).toBe(true);
+    // A heavy source spends its burst and stays the most recently used.
+    for (let i = 0; i < 4; i++) expect(rl.allow('198.51.100.50')).toBe(true); // 4 left of its 5 after the fill
     expect(rl.allow('198.51.100.50')).toBe(false);
-    t += 600; // everyone refilled (5 tokens at 10/s)
-    expect(rl.allow('198.51.100.50')).toBe(true); // touched: now the most recently used (4 tokens left)
-    for (let i = 0; i < 1000; i++) rl.allow(`2001:db8::${(i + 2).toString(16)}`);
+    // A flood rotating through 1,000 spoofed sources, 10 times more than the map holds, all within 1 ms
+    // (nobody refills); the heavy source keeps sending among them.
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 1000; i++) {
+        t += 0.0003;
+        rl.allow(`2001:db8::f:${i.toString(16)}`);
+        if (i % 50 === 0) expect(rl.allow('198.51.100.50')).toBe(false);
+      }
+    }
     expect(rl.size).toBe(100);
-    // The refilled, least recently used buckets went first; the one touched last kept its own budget
-    // (exactly 4 more, where the shared overflow bucket would give more).
-    let own = 0;
-    while (rl.allow('198.51.100.50') && own < 50) own++;
-    expect(own).toBe(4);
+    // A client that was not in the map gets its own full burst at once (an overflow bucket shared with the
+    // flood would be empty by now and drop its knock before the HMAC check).
+    for (let i = 0; i < 5; i++) expect(rl.allow('198.51.100.200')).toBe(true);
+    expect(rl.allow('198.51.100.200')).toBe(false);
+    // The heavy source, touched throughout, was never evicted: still empty.
+    expect(rl.allow('198.51.100.50')).toBe(false);
+    expect(rl.size).toBe(100);
+  });
+
+  it('keeps exact per-source budgets through many evictions (the recency list and the map stay in step)', () => {
+    let t = 0;
+    const rl = new RateLimiter(1, 3, 8, () => t);
+    // Model: the last 8 distinct sources used, each with its token count (no refill: t stays 0).
+    const model = new Map<string, number>();
+    let seed = 7;
+    const rand = (n: number): number => { seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5; return (seed >>> 0) % n; };
+    for (let i = 0; i < 20_000; i++) {
+      const src = `198.51.100.${rand(24)}`;
+      let tokens = model.get(src);
+      if (tokens === undefined) {
+        if (model.size >= 8) model.delete(model.keys().next().value!);
+        tokens = 3;
+      }
+      model.delete(src);
+      const ok = tokens >= 1;
+      model.set(src, ok ? tokens - 1 : tokens);
+      expect(rl.allow(src), `packet ${i} from ${src}`).toBe(ok);
+    }
+    expect(rl.size).toBe(8);
   });
 });
 

@@ -1,6 +1,8 @@
 // The SPA port's shield in sesame's nftables table (guard mode): datagrams
 // that cannot be SPA packets and floods from one source are dropped by the
 // kernel and never reach the daemon; valid knocks from others still open.
+// Datagrams to the SPA port are never tracked by conntrack (a many-source
+// flood would fill the host's conntrack table, issue 14 item 3).
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +24,30 @@ let sent = 0;
 function next() { if (sent >= Number(count)) { s.close(); return; } sent++; s.send(payload, Number(port), host, next); }
 next();`;
 
+/** Send `count` datagrams of `bytes` base64 characters to the gateway, each from a socket of its own (a new source port: a new flow). */
+const FLOWS = `
+const dgram = require('node:dgram');
+const [host, port, count, bytes] = process.argv.slice(1);
+const payload = Buffer.alloc(Number(bytes), 0x41);
+let sent = 0;
+function next() {
+  if (sent >= Number(count)) return;
+  sent++;
+  const s = dgram.createSocket('udp4');
+  s.send(payload, Number(port), host, () => { s.close(); setTimeout(next, 5); });
+}
+next();`;
+
+/** The gateway's conntrack entries now, and the datagrams its kernel delivered to UDP sockets so far. */
+async function gatewayCounters(lab: Lab): Promise<{ conntrack: number; delivered: number }> {
+  const ct = await lab.exec('gw', 'cat', ['/proc/sys/net/netfilter/nf_conntrack_count']);
+  const snmp = await lab.exec('gw', 'cat', ['/proc/net/snmp']);
+  const udp = snmp.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
+  const names = udp[0]!.split(/\s+/);
+  const values = udp[1]!.split(/\s+/).map(Number);
+  return { conntrack: Number(ct.stdout.trim()), delivered: values[names.indexOf('InDatagrams')]! };
+}
+
 describeWith('nftables guard: the SPA port shield', ['netns', 'nft'], () => {
   let lab: Lab;
   let daemon: RunningDaemon;
@@ -29,7 +55,7 @@ describeWith('nftables guard: the SPA port shield', ['netns', 'nft'], () => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'sesame-shield-'));
 
   beforeAll(async () => {
-    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }, { name: 'y', ip4: 4 }]);
     lab.startTcpService('gw', SERVICE_PORT);
     await lab.waitListening('gw', 'tcp', SERVICE_PORT);
     files = writeFwknopConfig({ accessTimeout: 30 });
@@ -42,6 +68,23 @@ describeWith('nftables guard: the SPA port shield', ['netns', 'nft'], () => {
     await lab?.destroy();
     rmSync(tmp, { recursive: true, force: true });
     if (files) rmSync(files.dir, { recursive: true, force: true });
+  });
+
+  it('keeps no conntrack entry for datagrams to the SPA port (each spoofed source would be one), while knocks still open', async () => {
+    const before = await gatewayCounters(lab);
+    // 30 flows from one address: under its shield budget (burst 40), so every one reaches the daemon's socket.
+    const r = await lab.exec('y', process.execPath, ['-e', FLOWS, GW4, String(SPA_PORT), '30', '200']);
+    expect(r.code).toBe(0);
+    const after = await gatewayCounters(lab);
+    expect(after.delivered - before.delivered).toBeGreaterThanOrEqual(30);
+    // Tracked, that would be 30 new entries (UDP flows stay 30 s): none is there.
+    expect(after.conntrack - before.conntrack).toBeLessThan(5);
+    const chain = await lab.exec('gw', 'nft', ['list', 'chain', 'inet', 'sesame', 'spa_notrack']);
+    expect(chain.stdout).toMatch(/udp dport 62201 notrack|udp dport \{ 62201 \} notrack/);
+    // The connection a knock opens is tracked as ever (its replies pass as established).
+    const k = await lab.exec('y', process.execPath, [SESAME_BIN, 'knock', '-A', `tcp/${SERVICE_PORT}`, '-a', '198.51.100.4', '-D', GW4,
+      '--key-base64-rijndael', KEY_B64, '--key-base64-hmac', HMAC_B64, '--no-rc-file', '--wait', '3']);
+    expect(k.stdout).toMatch(/is open/);
   });
 
   it('drops a one-source flood in the kernel, lets impossible lengths never reach the daemon, and still opens for a valid knock', async () => {

@@ -8,9 +8,10 @@
 //            per trial: check the port is closed for `allow`, send the packet
 //            from `allow`, then try a TCP connect from `allow` every pollMs until
 //            one is accepted: the knock-to-open time.
-//   knocks   { trials: [{allow, wire, atMs}], dst, port, spaPort, pollMs, windowMs, boundMs }
+//   knocks   { trials: [{allow, wire, atMs}], dst, port, spaPort, pollMs, windowMs, boundMs, from? }
 //            the same on a schedule (one knock every second during a flood):
-//            whether each opened within windowMs, and when.
+//            whether each opened within windowMs, and when; with `from`, every
+//            knock is sent from that address (a flood may spoof the others).
 //   grants   { allow: [addr...], dst, port, spaPort, keys, expiresAtMs, fillBoundMs, window, pollMs }
 //            many grants, each from its own address: the first 5 one at a
 //            time, the middle ones with `window` knocks in flight, then the
@@ -100,7 +101,8 @@ async function knocks() {
     const wait = t.atMs - (now() - start);
     if (wait > 0) await sleep(wait);
     const wasOpen = await isOpen(t.allow);
-    const t0 = await knock(t.allow, t.wire);
+    // `from`: the datagram leaves from the client's own address (the packet grants `allow`, as fwknop's -a).
+    const t0 = await knock(task.from ?? t.allow, t.wire);
     const ms = await waitOpen(task.dst, task.port, t.allow, t0, task.pollMs, task.boundMs);
     return { allow: t.allow, ms, wasOpen, withinWindow: !wasOpen && ms !== null && ms <= task.windowMs };
   }));
@@ -117,6 +119,9 @@ async function grants() {
   const one = async (allow, pollMs, boundMs) => {
     const wire = build(allow);
     const t0 = await knock(allow, wire);
+    // One knock per address: its socket is not needed again (50,000 open sockets would be).
+    senders.get(allow)?.close();
+    senders.delete(allow);
     return waitOpen(task.dst, task.port, allow, t0, pollMs, boundMs);
   };
   // FIRST_LAST knocks alone at each end; their median is the figure.

@@ -2,7 +2,8 @@
 // CPU counts the daemon and everything it started: its own utime+stime, the
 // children it has reaped (cutime+cstime: fwknopd's and sesame's iptables/nft
 // runs), and its live descendants (sesame's `nft monitor`). RSS is VmRSS of
-// the daemon process itself (VmHWM: its lifetime peak).
+// the daemon process itself (VmHWM: its lifetime peak); the tree's RSS sums
+// the daemon and its live descendants (sesame's privsep worker).
 import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
@@ -19,10 +20,8 @@ function statOf(pid) {
   }
 }
 
-/** CPU seconds of pid and its live descendants (reaped ones are in cutime/cstime). */
-export function treeCpuSeconds(pid) {
-  const self = statOf(pid);
-  if (!self) return undefined;
+/** Live processes by parent: ppid -> [{pid, ticks}]. */
+function processesByParent() {
   const children = new Map();
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -31,12 +30,35 @@ export function treeCpuSeconds(pid) {
     if (!children.has(st.ppid)) children.set(st.ppid, []);
     children.get(st.ppid).push({ pid: Number(d), ticks: st.ticks });
   }
-  let ticks = self.ticks;
+  return children;
+}
+
+/** pid's live descendants (children, their children, ...). */
+function descendants(pid, children = processesByParent()) {
+  const out = [];
   const stack = [pid];
   while (stack.length) {
-    for (const c of children.get(stack.pop()) ?? []) { ticks += c.ticks; stack.push(c.pid); }
+    for (const c of children.get(stack.pop()) ?? []) { out.push(c); stack.push(c.pid); }
   }
-  return ticks / TICK;
+  return out;
+}
+
+/** CPU seconds of pid and its live descendants (reaped ones are in cutime/cstime). */
+export function treeCpuSeconds(pid) {
+  const self = statOf(pid);
+  if (!self) return undefined;
+  return descendants(pid).reduce((t, c) => t + c.ticks, self.ticks) / TICK;
+}
+
+/**
+ * VmRSS of pid and all its live descendants summed, KiB: what the daemon
+ * holds in memory (sesame under privsep: the monitor and its worker, and any
+ * nft/iptables child at that moment).
+ */
+export function treeRssKiB(pid) {
+  const self = memoryKiB(pid).rss;
+  if (!Number.isFinite(self)) return NaN;
+  return descendants(pid).reduce((t, c) => t + (memoryKiB(c.pid).rss || 0), self);
 }
 
 /** VmRSS and VmHWM of one process, KiB. */
@@ -63,9 +85,13 @@ export class Sampler {
     const m = memoryKiB(this.pid);
     this.rssStart = m.rss;
     this.peakRss = m.rss;
+    this.peakTreeRss = treeRssKiB(this.pid);
+    this.treeRssStart = this.peakTreeRss;
     this.timer = setInterval(() => {
       const r = memoryKiB(this.pid).rss;
       if (r > this.peakRss) this.peakRss = r;
+      const tr = treeRssKiB(this.pid);
+      if (tr > this.peakTreeRss) this.peakTreeRss = tr;
     }, this.intervalMs);
     return this;
   }
@@ -78,6 +104,7 @@ export class Sampler {
     return {
       wallS: wall, cpuS: cpu, cpuPct: (cpu / wall) * 100,
       rssStartKiB: this.rssStart, rssEndKiB: m.rss, peakRssKiB: Math.max(this.peakRss, m.rss || 0),
+      treeRssStartKiB: this.treeRssStart, peakTreeRssKiB: Math.max(this.peakTreeRss, treeRssKiB(this.pid) || 0),
     };
   }
 }

@@ -10,6 +10,8 @@
 //   set granted4_net / granted6_net  the same with flags interval: grant_prefix grants
 //   chain guard   hook input, priority filter - 10: loopback (iif lo) and
 //                 established/related pass;
+//   chain spa_notrack  hook prerouting, priority raw (with the SPA shield):
+//                 datagrams to the SPA port are never tracked (see shieldChains);
 //                 traffic to a guarded port passes only from a granted source;
 //                 everything else to a guarded port is dropped.
 // NAT (opts.nat, used by the nftables backend for NAT grants):
@@ -96,6 +98,21 @@ function shieldRules(sh: SpaShield): string[] {
   return rules;
 }
 
+export const SPA_NOTRACK_CHAIN = 'spa_notrack';
+
+/**
+ * Datagrams to the SPA port are never tracked by conntrack (issue 14 item 3):
+ * every spoofed source of a many-source flood would otherwise be a conntrack
+ * entry (30 s each), and a flood from enough of them fills the host's
+ * conntrack table, after which the kernel drops every new connection: the
+ * valid knock itself, and the connection it opens. The SPA port needs no
+ * state (a packet is never answered, but for a web knock's reply from the
+ * daemon's own socket), and the guard's other rules never look at it.
+ */
+function shieldChains(sh: SpaShield): string[] {
+  return [`\tchain ${SPA_NOTRACK_CHAIN} {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tudp dport { ${sh.ports.join(', ')} } notrack\n\t}`];
+}
+
 export function validTableName(name: string): boolean {
   return /^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(name);
 }
@@ -145,6 +162,7 @@ export function renderTable(opts: RulesetOptions): string {
     `\t\tdrop`,
     `\t}`,
     ...(opts.nat ? natChains() : []),
+    ...(opts.spaShield && opts.spaShield.ports.length > 0 ? shieldChains(opts.spaShield) : []),
     ...(opts.extraChains ?? []).map((c) => `\t${c}`),
     `}`,
   ];

@@ -12,17 +12,30 @@ export interface RecentRejection { time: string; src: string; reason: string; ru
 
 export class RejectionRecord {
   readonly byReason = new Map<string, number>();
-  private readonly ring: RecentRejection[] = [];
+  /**
+   * The last RECENT_REJECTIONS, oldest first from `next`: a fixed ring, with the
+   * time as a number. Every junk datagram of a flood passes here, and
+   * formatting its date (and shifting an array) cost a tenth of the worker's
+   * CPU under a many-source flood (issue 14 item 3); recent() formats the few
+   * it returns.
+   */
+  private readonly ring: ({ at: number; src: string; reason: string; rule: string | undefined } | undefined)[] = new Array(RECENT_REJECTIONS).fill(undefined);
+  private next = 0;
 
   note(src: string, reason: string, rule?: string): void {
     // Reasons are a closed set of the code's own names: the map stays small.
     this.byReason.set(reason, (this.byReason.get(reason) ?? 0) + 1);
-    this.ring.push({ time: new Date().toISOString(), src, reason, ...(rule ? { rule } : {}) });
-    if (this.ring.length > RECENT_REJECTIONS) this.ring.shift();
+    this.ring[this.next] = { at: Date.now(), src, reason, rule };
+    this.next = (this.next + 1) % RECENT_REJECTIONS;
   }
 
   recent(): RecentRejection[] {
-    return [...this.ring];
+    const out: RecentRejection[] = [];
+    for (let i = 0; i < RECENT_REJECTIONS; i++) {
+      const r = this.ring[(this.next + i) % RECENT_REJECTIONS];
+      if (r) out.push({ time: new Date(r.at).toISOString(), src: r.src, reason: r.reason, ...(r.rule ? { rule: r.rule } : {}) });
+    }
+    return out;
   }
 }
 
