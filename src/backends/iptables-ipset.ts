@@ -135,7 +135,9 @@ export class IptablesIpsetBackend implements Backend {
   private async ensureSet(fam: Fam): Promise<void> {
     const name = this.sets[fam];
     const head = await this.ipset(['list', '-t', name]);
-    if (head.spawnError !== undefined) throw new IpsetUnavailable(`${this.ipsetPath} could not start (${head.spawnError}); apt-get install ipset, or set backend mode: rules (fwknop's layout)`);
+    // Not started: spawn failed, or (tests) `ip netns exec` could not exec it.
+    const notStarted = head.spawnError ?? /^exec of .* failed: (.*)$/m.exec(head.stderr)?.[1];
+    if (notStarted !== undefined) throw new IpsetUnavailable(`${this.ipsetPath} could not start (${notStarted}); apt-get install ipset, or set backend mode: rules (fwknop's layout)`);
     if (head.code === 0) {
       const type = /^Type:\s*(\S+)/m.exec(head.stdout)?.[1];
       const header = /^Header:\s*(.*)$/m.exec(head.stdout)?.[1] ?? '';
