@@ -17,6 +17,9 @@ import type { IptablesConfig } from '../src/backends/iptables.js';
 import { removeGuard } from '../src/backends/teardown.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
 import { addHostBehind } from './harness/daemon.js';
+import { parseSesameYaml } from '../src/config/sesame-yaml.js';
+import { gatewayConfigToYaml } from '../src/config/to-yaml.js';
+import { loadServeConfig } from '../src/cli/serve.js';
 
 const PORT = 2222;
 const CHAIN = 'SESAME_INPUT';
@@ -56,6 +59,43 @@ describe('ipset command stream (pure parts)', () => {
     ]);
     expect(ipsetNames('FWKNOP_INPUT')).toEqual({ 4: 'FWKNOP_INPUT_4', 6: 'FWKNOP_INPUT_6' });
     expect(setRuleArgs(SET4).join(' ')).toBe(`-m set --match-set ${SET4} src,dst -m comment --comment sesame_ipset -j ACCEPT`);
+  });
+});
+
+describe('iptables mode in the configuration', () => {
+  const key = Buffer.alloc(32, 1).toString('base64');
+  const hmac = Buffer.alloc(64, 2).toString('base64');
+  const yaml = (backend: string): string => [`backend: ${backend}`, 'rules:', '  - name: r1', '    source: [any]', `    key_base64: ${key}`, `    hmac_key_base64: ${hmac}`, ''].join('\n');
+
+  it('reads mode and ipset, leaves mode unset by default, and refuses other modes in one line', () => {
+    expect(parseSesameYaml(yaml('{ kind: iptables }'), 's.yaml').backend).not.toHaveProperty('mode');
+    expect(parseSesameYaml(yaml('{ kind: iptables, mode: rules }'), 's.yaml').backend).toMatchObject({ kind: 'iptables', mode: 'rules' });
+    expect(parseSesameYaml(yaml('{ kind: iptables, mode: ipset, ipset: /sbin/ipset }'), 's.yaml').backend).toMatchObject({ mode: 'ipset', ipset: '/sbin/ipset' });
+    let msg = '';
+    try { parseSesameYaml(yaml('{ kind: iptables, mode: sets }'), 's.yaml'); } catch (e) { msg = (e as Error).message; }
+    expect(msg).toMatch(/mode/);
+    expect(msg).not.toContain('\n');
+  });
+
+  it('writes the mode back when converting', () => {
+    const cfg = parseSesameYaml(yaml('{ kind: iptables, mode: rules }'), 's.yaml');
+    expect(gatewayConfigToYaml(cfg)).toMatch(/mode: rules/);
+  });
+
+  it('serve --iptables-mode sets the mode of the iptables backend only', async () => {
+    const dir = (await import('node:fs')).mkdtempSync('/tmp/sesame-ipset-cfg-');
+    const fs = await import('node:fs');
+    try {
+      fs.writeFileSync(`${dir}/fwknopd.conf`, 'ENABLE_UDP_SERVER Y;\n', { mode: 0o600 });
+      fs.writeFileSync(`${dir}/access.conf`, `SOURCE ANY\nKEY_BASE64 ${key}\nHMAC_KEY_BASE64 ${hmac}\n`, { mode: 0o600 });
+      const base = { fwknopdConf: `${dir}/fwknopd.conf`, accessConf: `${dir}/access.conf`, stateDir: dir };
+      expect((await loadServeConfig(base)).backend).not.toHaveProperty('mode');
+      expect((await loadServeConfig({ ...base, iptablesMode: 'rules' })).backend).toMatchObject({ kind: 'iptables', mode: 'rules' });
+      await expect(loadServeConfig({ ...base, iptablesMode: 'fast' })).rejects.toThrow(/--iptables-mode fast: expected ipset or rules/);
+      await expect(loadServeConfig({ ...base, backend: 'nftables', iptablesMode: 'rules' })).rejects.toThrow(/applies to the iptables backend/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
