@@ -6,7 +6,7 @@
 //
 // Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [startup] [cluster]   (default: all but cluster)
 //        node bench/main.mjs --print FILE.json    (the table of an earlier run)
-// Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables),
+// Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables,sesame-iptables-rules),
 //   BENCH_KNOCKS, BENCH_FLOOD_RATES, BENCH_FLOOD_STEP_MS, BENCH_FWKNOPD_NOCHECK=0,
 //   BENCH_GRANTS, BENCH_GRANTS_FILL_MS, BENCH_GRANTS_EXPIRY_MS, BENCH_STARTS,
 //   BENCH_CODEC_SECONDS, BENCH_CLUSTER_N, BENCH_CLUSTER_RATE, BENCH_CLUSTER_KNOCKS.
