@@ -23,6 +23,8 @@ export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const SPA_PORT = 62201;
 export const SERVICE_PORT = 2222;
 export const ALL_DAEMONS = ['fwknopd', 'sesame-nftables', 'sesame-iptables', 'sesame-iptables-rules'];
+/** Without BENCH_DAEMONS: fwknop's rules layout only when asked for (it is the slow path kept for compatibility). */
+export const DEFAULT_DAEMONS = ['fwknopd', 'sesame-nftables', 'sesame-iptables'];
 
 /** Fresh keys for this run (never written to the repository). */
 export function makeKeys() {
