@@ -20,6 +20,8 @@ import { addHostBehind } from './harness/daemon.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 import { gatewayConfigToYaml } from '../src/config/to-yaml.js';
 import { loadServeConfig } from '../src/cli/serve.js';
+import { runDoctor } from '../src/doctor/checks.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 
 const PORT = 2222;
 const CHAIN = 'SESAME_INPUT';
@@ -261,6 +263,27 @@ describeWith('iptables ipset mode in a namespace (real kernel)', ['netns', 'ipta
   it('refuses to adopt a set of the same name with another type', async () => {
     expect((await sh('ipset', 'create', SET4, 'hash:ip')).code).toBe(0);
     await expect(make().init()).rejects.toThrow(new RegExp(`ipset ${SET4} exists as hash:ip .*ipset destroy ${SET4}`));
+  });
+
+  it('sesame doctor reports the ipset program and the live grants of the set', async () => {
+    const dir = mkdtempSync('/tmp/sesame-ipset-doctor-');
+    const file = `${dir}/sesame.yaml`;
+    const doctorFor = async (backend: string) => {
+      writeFileSync(file, [`state_dir: ${dir}/state`, `backend: ${backend}`, 'rules:', '  - name: r1', '    source: [any]',
+        `    key_base64: ${Buffer.alloc(32, 1).toString('base64')}`, `    hmac_key_base64: ${Buffer.alloc(64, 2).toString('base64')}`, ''].join('\n'), { mode: 0o600 });
+      return (await runDoctor({ config: file, netns: ns })).filter((l) => l.check === 'backend' && /ipset/.test(l.what));
+    };
+    try {
+      const b = make();
+      await b.init();
+      await b.open(grant(lab.host('cl').ip4, PORT, 60));
+      expect(await doctorFor('{ kind: iptables }')).toEqual([expect.objectContaining({ status: 'ok', what: expect.stringMatching(new RegExp(`set ${SET4} holds 1 live IPv4 grant `)) })]);
+      expect(await doctorFor('{ kind: iptables, ipset: /nonexistent/ipset }')).toEqual([expect.objectContaining({ status: 'warn', what: expect.stringMatching(/falls back to fwknop's rules layout/) })]);
+      expect(await doctorFor('{ kind: iptables, mode: ipset, ipset: /nonexistent/ipset }')).toEqual([expect.objectContaining({ status: 'problem', fix: expect.stringMatching(/apt-get install ipset/) })]);
+      expect(await doctorFor('{ kind: iptables, mode: rules }')).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('sesame down removes the chains, the jump and both sets', async () => {

@@ -231,7 +231,8 @@ async function ipsetCheck(b: Extract<GatewayConfig['backend'], { kind: 'iptables
   const tool = b.ipset ?? CONFIG_DEFAULTS.ipset;
   const set = `${b.chain}_4`;
   const r = await run(tool, ['list', '-t', set]);
-  if (r.spawnError !== undefined) {
+  // Not started: spawn failed, or `ip netns exec` (doctor --netns, tests) could not exec it.
+  if (r.spawnError !== undefined || /^exec of .* failed/m.test(r.stderr)) {
     return b.mode === 'ipset'
       ? { status: 'problem', check: 'backend', what: `${tool} not found: backend mode ipset cannot start`, fix: 'apt-get install ipset, or set backend mode: rules' }
       : { status: 'warn', check: 'backend', what: `${tool} not found: the iptables backend falls back to fwknop's rules layout, whose grants need the daemon to expire them`, fix: 'apt-get install ipset (or set backend mode: rules to choose that layout)' };
