@@ -238,6 +238,32 @@ describeWith('iptables ipset mode in a namespace (real kernel)', ['netns', 'ipta
     expect(await members(SET4)).toHaveLength(52);
   });
 
+  it('a death in the middle of a batch fails that batch on the stream, and the backend retries it on a fresh process', async () => {
+    const b = make();
+    await b.init();
+    const stream = new IpsetStream({ ipset: 'ipset', prefix: ['ip', 'netns', 'exec', ns] });
+    try {
+      await stream.run([['list', '-t', SET4]]);
+      const big = Array.from({ length: 20_000 }, (_, i) => ['add', '-exist', SET4, `198.51.100.${i % 250 + 1},tcp:${1000 + i}`, 'timeout', '30']);
+      const pending = stream.run(big);
+      setTimeout(() => process.kill(-stream.pid!, 'SIGKILL'), 30);
+      await expect(pending).rejects.toThrow(/ipset exited while commands were in flight/);
+      expect(await stream.run([['del', '-exist', SET4, '198.51.100.1,tcp:1000']])).toEqual([undefined]);
+      expect(stream.starts).toBe(2);
+    } finally {
+      stream.close();
+    }
+    await sh('ipset', 'flush', SET4);
+    // The backend: a burst of opens whose ipset dies under it still ends with every grant in the set.
+    await b.open(grant('198.51.100.9', PORT, 30));
+    const addrs = Array.from({ length: 3000 }, (_, i) => `2001:db8::b:${i.toString(16)}`);
+    const opens = Promise.all(addrs.map((a) => b.open(grant(a, PORT, 30))));
+    setTimeout(() => process.kill(-b.ipsetStream.pid!, 'SIGKILL'), 20);
+    await opens;
+    expect(b.ipsetStream.starts).toBeGreaterThanOrEqual(2);
+    expect(await members(SET6)).toHaveLength(3000);
+  });
+
   it('refuses hostile grants and prefix grants before ipset sees them', async () => {
     const b = make();
     await b.init();
