@@ -4,8 +4,10 @@
 // a grant opens for the client only, the KERNEL closes it on time with no
 // timer of ours (the backend is shut down), restart adoption with the
 // remaining time, one bad element in a batch fails alone, a killed ipset
-// process is replaced, NAT still works through the rules path, and
-// `sesame down` removes chains and sets.
+// process is replaced (between batches and in the middle of one), a chain
+// rewrite of expiring NAT rules keeps the set rule, the fallback to the rules
+// layout, sesame doctor's ipset lines, NAT through the rules path, and
+// `sesame down` removes chains and sets. Also the mode in the configuration.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { describeWith } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
@@ -262,6 +264,19 @@ describeWith('iptables ipset mode in a namespace (real kernel)', ['netns', 'ipta
     await opens;
     expect(b.ipsetStream.starts).toBeGreaterThanOrEqual(2);
     expect(await members(SET6)).toHaveLength(3000);
+  });
+
+  it('a burst of NAT rules expiring at once (chain rewrite) keeps the set rule in place', async () => {
+    const b = make();
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    const expiresAt = Date.now() + 1500;
+    const addrs = Array.from({ length: 80 }, (_, i) => `198.51.100.${100 + i}`);
+    await Promise.all(addrs.map((a) => b.open({ ...grant(a, 40000, 30), expiresAt, nat: { host: '', port: PORT, local: true } })));
+    expect((await rulesOf('iptables', CHAIN)).length).toBeGreaterThan(80);
+    await sleep(2600);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([`-A ${CHAIN} ${setRuleArgs(SET4).join(' ')}`]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
   });
 
   it('refuses hostile grants and prefix grants before ipset sees them', async () => {
