@@ -145,8 +145,8 @@ function scenario(kind: ServerKind): void {
     });
 
     it('a restart adopts a live grant with the remaining time the kernel reports', async () => {
-      // A client-asked 8 s: a restart on a busy machine must not outlast the grant.
-      await fwknopKnock(lab, path.join(tmp, 'k2.txt'), ['--fw-timeout', '8']);
+      // A client-asked 15 s: a restart on a busy machine (seconds under load) must not outlast the grant.
+      await fwknopKnock(lab, path.join(tmp, 'k2.txt'), ['--fw-timeout', '15']);
       expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 1000)).toBeGreaterThanOrEqual(0);
       const openedAt = Date.now();
       await lab.stop(daemon.child, 'SIGKILL');
@@ -155,9 +155,9 @@ function scenario(kind: ServerKind): void {
       const listed = (await lab.exec('gw', 'ipset', ['save', 'FWKNOP_INPUT_4'])).stdout;
       const remaining = Number(/ timeout (\d+)/.exec(listed)?.[1]);
       expect(remaining).toBeGreaterThan(0);
-      expect(remaining).toBeLessThanOrEqual(8);
+      expect(remaining).toBeLessThanOrEqual(15);
       expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(true);
-      await sleep(openedAt + 8000 + 600 - Date.now());
+      await sleep(openedAt + 15_000 + 600 - Date.now());
       expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(false);
     });
   }
