@@ -24,6 +24,8 @@ import { gatewayConfigToYaml } from '../src/config/to-yaml.js';
 import { loadServeConfig } from '../src/cli/serve.js';
 import { runDoctor } from '../src/doctor/checks.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { lockSpecs } from '../src/gateway/instance-lock.js';
+import type { GatewayConfig } from '../src/config/model.js';
 
 const PORT = 2222;
 const CHAIN = 'SESAME_INPUT';
@@ -84,6 +86,13 @@ describe('iptables mode in the configuration', () => {
   it('writes the mode back when converting', () => {
     const cfg = parseSesameYaml(yaml('{ kind: iptables, mode: rules }'), 's.yaml');
     expect(gatewayConfigToYaml(cfg)).toMatch(/mode: rules/);
+  });
+
+  it('the instance lock of the chain names the sets it covers (they are named after the chain)', () => {
+    const base = { stateDir: '/var/lib/sesame', listeners: [] } as unknown as GatewayConfig;
+    const whats = (backend: IptablesConfig) => lockSpecs({ ...base, backend }, [], '/run/sesame', '7').map((x) => `${x.file} ${x.what}`);
+    expect(whats(cfg())).toContain(`/run/sesame/fw-7-ipt-${CHAIN}.pid iptables chain ${CHAIN} and ipsets ${SET4}/${SET6}`);
+    expect(whats(cfg({ mode: 'rules' }))).toContain(`/run/sesame/fw-7-ipt-${CHAIN}.pid iptables chain ${CHAIN}`);
   });
 
   it('serve --iptables-mode sets the mode of the iptables backend only', async () => {
