@@ -36,6 +36,11 @@ async function liveInFirewall(lab, kind, family) {
     const set = JSON.parse(r.stdout).nftables.find((o) => o.set)?.set;
     return set?.elem?.length ?? 0;
   }
+  if (kind === 'sesame-iptables') {
+    // ipset mode: live elements of the set (ipset save lists only unexpired ones).
+    const s = await lab.exec('gw', 'ipset', ['save', `FWKNOP_INPUT_${family}`]);
+    return s.code === 0 ? s.stdout.split('\n').filter((l) => l.startsWith('add ')).length : 0;
+  }
   const r = await lab.exec('gw', family === 6 ? 'ip6tables' : 'iptables', ['-w', '-S', 'FWKNOP_INPUT']);
   if (r.code !== 0) return 0;
   return r.stdout.split('\n').filter((l) => l.startsWith('-A FWKNOP_INPUT') && l.includes('_exp_')).length;

@@ -6,7 +6,7 @@
 //
 // Usage: node bench/main.mjs [latency] [flood] [grants] [codec] [ratelimit] [startup] [cluster]   (default: all but cluster)
 //        node bench/main.mjs --print FILE.json    (the table of an earlier run)
-// Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables),
+// Environment: BENCH_DAEMONS (default fwknopd,sesame-nftables,sesame-iptables; also sesame-iptables-rules),
 //   BENCH_KNOCKS, BENCH_FLOOD_RATES, BENCH_FLOOD_STEP_MS, BENCH_FLOOD_STEPS (single,many4,many6),
 //   BENCH_FLOOD_SOURCES6, BENCH_FWKNOPD_NOCHECK=0, BENCH_GRANTS_LARGE (0 skips), BENCH_GRANTS_LARGE_FILL_MS,
 //   BENCH_GRANTS, BENCH_GRANTS_FILL_MS, BENCH_GRANTS_EXPIRY_MS, BENCH_STARTS,
@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BenchLab, run as runCmd, sleep } from './lib/lab.mjs';
-import { ALL_DAEMONS, makeKeys, REPO, SERVICE_PORT, writeConfig } from './lib/gateways.mjs';
+import { ALL_DAEMONS, DEFAULT_DAEMONS, makeKeys, REPO, SERVICE_PORT, writeConfig } from './lib/gateways.mjs';
 import * as latency from './latency.mjs';
 import * as flood from './flood.mjs';
 import * as grants from './grants.mjs';
@@ -115,7 +115,7 @@ async function main() {
   const wanted = process.argv.slice(2);
   for (const w of wanted) if (!ORDER.includes(w)) throw new Error(`unknown benchmark "${w}" (choose from ${ORDER.join(', ')})`);
   const chosen = wanted.length ? ORDER.filter((b) => wanted.includes(b)) : ORDER.filter((b) => !ON_REQUEST.has(b));
-  const daemons = (process.env.BENCH_DAEMONS ?? ALL_DAEMONS.join(',')).split(',');
+  const daemons = (process.env.BENCH_DAEMONS ?? DEFAULT_DAEMONS.join(',')).split(',');
   for (const d of daemons) if (!ALL_DAEMONS.includes(d)) throw new Error(`BENCH_DAEMONS: unknown daemon "${d}" (choose from ${ALL_DAEMONS.join(', ')})`);
   const say = (m) => process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const t0 = performance.now();
@@ -164,7 +164,7 @@ async function main() {
 
 function render(results) {
   const m = results.machine;
-  const daemons = results.daemons ?? ALL_DAEMONS;
+  const daemons = results.daemons ?? DEFAULT_DAEMONS;
   return [
     `sesame vs fwknopd -- ${m.date}`,
     `machine: ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, Linux ${m.kernel}, node ${m.node}, ${m.fwknopd}, sesame ${m.sesameCommit}`,

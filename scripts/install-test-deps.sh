@@ -12,6 +12,7 @@ declare -A NEED=(
   [fwknopd]=fwknop-server
   [nft]=nftables
   [iptables]=iptables
+  [ipset]=ipset
   [ip]=iproute2
   [ss]=iproute2
   [knock]=knockd

@@ -31,7 +31,8 @@ async function expectClosedFor(lab: Lab, host: string, dst: string, ms: number):
   }
 }
 
-type ServerKind = 'sesame-nftables' | 'sesame-iptables' | 'fwknopd';
+/** sesame-iptables: the default ipset mode (kernel-expired sets); sesame-iptables-rules: fwknop's layout (--iptables-mode rules). */
+type ServerKind = 'sesame-nftables' | 'sesame-iptables' | 'sesame-iptables-rules' | 'fwknopd';
 
 function scenario(kind: ServerKind): void {
   let lab: Lab;
@@ -43,7 +44,8 @@ function scenario(kind: ServerKind): void {
   const start = async (): Promise<RunningDaemon> => {
     const d = kind === 'fwknopd'
       ? startDaemon(lab, 'gw', 'fwknopd', ['-f', '-c', files.conf, '-a', files.access, '-p', `${files.dir}/fwknopd.pid`, '-d', `${files.dir}/digest.cache`, '-r', files.dir])
-      : startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', kind === 'sesame-nftables' ? 'nftables' : 'iptables', '--state-dir', stateDir, '--log-format', 'json']);
+      : startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', kind === 'sesame-nftables' ? 'nftables' : 'iptables',
+        ...(kind === 'sesame-iptables-rules' ? ['--iptables-mode', 'rules'] : []), '--state-dir', stateDir, '--log-format', 'json']);
     await lab.waitListening('gw', 'udp', SPA_PORT);
     if (kind !== 'fwknopd') await waitForLine(d, /"event":"ready"/);
     else await sleep(300);
@@ -123,9 +125,47 @@ function scenario(kind: ServerKind): void {
       expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(false);
     });
   }
+
+  if (kind === 'sesame-iptables') {
+    it('keeps its grants in an ipset matched by one rule, not one rule per grant', async () => {
+      const rules = (await lab.exec('gw', 'iptables', ['-w', '-S', 'FWKNOP_INPUT'])).stdout.split('\n').filter((l) => l.startsWith('-A '));
+      expect(rules).toEqual(['-A FWKNOP_INPUT -m set --match-set FWKNOP_INPUT_4 src,dst -m comment --comment sesame_ipset -j ACCEPT']);
+      expect(daemon.logText()).toMatch(/"event":"iptables_ipset_ready"/);
+    });
+
+    it('a grant made before a SIGKILL of the daemon still closes on time, with no daemon running (kernel timeout)', async () => {
+      // 6 s: room for the kill and the check that it is still open on a busy machine.
+      await fwknopKnock(lab, path.join(tmp, 'k1.txt'), ['--fw-timeout', '6']);
+      expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 1000)).toBeGreaterThanOrEqual(0);
+      const openedAt = Date.now();
+      await lab.stop(daemon.child, 'SIGKILL');
+      expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(true);
+      await sleep(openedAt + 6000 + 600 - Date.now());
+      expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(false);
+      daemon = await start();
+    });
+
+    it('a restart adopts a live grant with the remaining time the kernel reports', async () => {
+      // A client-asked 15 s: a restart on a busy machine (seconds under load) must not outlast the grant.
+      await fwknopKnock(lab, path.join(tmp, 'k2.txt'), ['--fw-timeout', '15']);
+      expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 1000)).toBeGreaterThanOrEqual(0);
+      const openedAt = Date.now();
+      await lab.stop(daemon.child, 'SIGKILL');
+      daemon = await start();
+      expect(daemon.logText()).toMatch(/"event":"iptables_ipset_ready".*"adoptedGrants":1/);
+      const listed = (await lab.exec('gw', 'ipset', ['save', 'FWKNOP_INPUT_4'])).stdout;
+      const remaining = Number(/ timeout (\d+)/.exec(listed)?.[1]);
+      expect(remaining).toBeGreaterThan(0);
+      expect(remaining).toBeLessThanOrEqual(15);
+      expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(true);
+      await sleep(openedAt + 15_000 + 600 - Date.now());
+      expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 300)).toBe(false);
+    });
+  }
 }
 
 describeWith('gateway e2e: sesame, nftables guard backend', ['netns', 'nft', 'fwknop'], () => scenario('sesame-nftables'));
-describeWith('gateway e2e: sesame, iptables backend', ['netns', 'iptables', 'fwknop'], () => scenario('sesame-iptables'));
+describeWith('gateway e2e: sesame, iptables backend (default ipset mode)', ['netns', 'iptables', 'ipset', 'fwknop'], () => scenario('sesame-iptables'));
+describeWith('gateway e2e: sesame, iptables backend in fwknop\'s rules layout', ['netns', 'iptables', 'fwknop'], () => scenario('sesame-iptables-rules'));
 describeWith('gateway e2e: fwknopd itself with the same files', ['netns', 'iptables', 'fwknop', 'fwknopd'], () => scenario('fwknopd'));
 void describe;

@@ -9,7 +9,8 @@
 //                    ┘                             └─ in eth0 198.51.100.130/25 (service :8080)
 //
 // With the nftables backend (guard mode, sesame's NAT maps) and the iptables
-// backend (fwknop's FWKNOP_PREROUTING / FWKNOP_FORWARD layout).
+// backend (fwknop's FWKNOP_PREROUTING / FWKNOP_FORWARD layout, in both modes: ipset mode
+// keeps NAT grants as per-grant rules).
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -55,7 +56,7 @@ async function denyForwarding(lab: Lab): Promise<void> {
   if (r.code !== 0) throw new Error(`iptables-restore failed: ${r.stderr}`);
 }
 
-function natScenario(backend: 'nftables' | 'iptables'): void {
+function natScenario(backend: 'nftables' | 'iptables', iptablesMode?: 'rules'): void {
   let lab: Lab;
   let daemon: RunningDaemon;
   const tmp = scratchPath(`sesame-nat-${backend}-`);
@@ -73,7 +74,7 @@ function natScenario(backend: 'nftables' | 'iptables'): void {
     await lab.waitListening('in', 'tcp', INTERNAL_PORT);
     if (backend === 'iptables') await denyForwarding(lab);
     const files = writeNatConfig(tmp);
-    daemon = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', backend,
+    daemon = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', backend, ...(iptablesMode ? ['--iptables-mode', iptablesMode] : []),
       '--state-dir', path.join(tmp, 'state'), '--log-format', 'json']);
     await waitForEvents(daemon, 'ready', 1, 15_000);
   });
@@ -114,4 +115,5 @@ function natScenario(backend: 'nftables' | 'iptables'): void {
 }
 
 describeWith('gateway NAT access: fwknop -N through sesame, nftables guard backend', ['netns', 'nft', 'fwknop'], () => natScenario('nftables'));
-describeWith('gateway NAT access: fwknop -N through sesame, iptables backend', ['netns', 'iptables', 'fwknop'], () => natScenario('iptables'));
+describeWith('gateway NAT access: fwknop -N through sesame, iptables backend (ipset mode: NAT through per-grant rules)', ['netns', 'iptables', 'ipset', 'fwknop'], () => natScenario('iptables'));
+describeWith('gateway NAT access: fwknop -N through sesame, iptables backend in fwknop\'s rules layout', ['netns', 'iptables', 'fwknop'], () => natScenario('iptables', 'rules'));

@@ -5,7 +5,9 @@
 //                     RULES_CHECK_THRESHOLD 20)
 //   fwknopd-nocheck   the same with RULES_CHECK_THRESHOLD 0 (flood only)
 //   sesame-nftables   sesame serve --backend nftables (guard mode, its own table)
-//   sesame-iptables   sesame serve --backend iptables (fwknop's chain layout)
+//   sesame-iptables   sesame serve --backend iptables (default ipset mode: one
+//                     set rule in fwknop's chain, grants as kernel-expired ipset elements)
+//   sesame-iptables-rules  the same with --iptables-mode rules (fwknop's one rule per grant)
 // Each start gets a clean gateway firewall: `nft flush ruleset` in the
 // gateway namespace, then the base firewall the backend expects (deny the
 // service port for the iptables layouts; nothing for the nftables guard,
@@ -20,7 +22,9 @@ import { sleep } from './lab.mjs';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const SPA_PORT = 62201;
 export const SERVICE_PORT = 2222;
-export const ALL_DAEMONS = ['fwknopd', 'sesame-nftables', 'sesame-iptables'];
+export const ALL_DAEMONS = ['fwknopd', 'sesame-nftables', 'sesame-iptables', 'sesame-iptables-rules'];
+/** Without BENCH_DAEMONS: fwknop's rules layout only when asked for (it is the slow path kept for compatibility). */
+export const DEFAULT_DAEMONS = ['fwknopd', 'sesame-nftables', 'sesame-iptables'];
 
 /** Fresh keys for this run (never written to the repository). */
 export function makeKeys() {
@@ -69,6 +73,8 @@ function baseFirewall(tool, icmp) {
 /** Clean gateway firewall for the next daemon. */
 export async function resetFirewall(lab, kind) {
   await lab.mustExec('gw', 'nft', ['flush', 'ruleset']);
+  // ipsets outlive the flush (ipset mode leaves them on purpose): every run starts without any (lab namespace only).
+  await lab.exec('gw', 'ipset', ['destroy']);
   if (kind === 'sesame-nftables') return;
   await lab.mustExec('gw', 'iptables-restore', [], { input: baseFirewall('iptables', 'icmp') });
   await lab.mustExec('gw', 'ip6tables-restore', [], { input: baseFirewall('ip6tables', 'ipv6-icmp') });
@@ -99,7 +105,7 @@ export async function startDaemon(lab, kind, cfg, { boundMs = 30_000 } = {}) {
     ? ['fwknopd', ['-f', '-c', cfg.conf, '-a', cfg.access, '-p', path.join(stateDir, 'fwknopd.pid'), '-d', path.join(stateDir, 'digest.cache'), '-r', stateDir]]
     // BENCH_SESAME_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles sesame.
     : [process.execPath, [...(process.env.BENCH_SESAME_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(REPO, 'bin/sesame.js'), 'serve', '--fwknopd-conf', cfg.conf, '--access-conf', cfg.access,
-      '--backend', kind === 'sesame-nftables' ? 'nftables' : 'iptables', '--state-dir', stateDir, '--log-format', 'json']];
+      '--backend', kind === 'sesame-nftables' ? 'nftables' : 'iptables', ...(kind === 'sesame-iptables-rules' ? ['--iptables-mode', 'rules'] : []), '--state-dir', stateDir, '--log-format', 'json']];
   const t0 = performance.now();
   const child = lab.spawn('gw', cmd, args);
   const d = {

@@ -6,6 +6,7 @@ import type { Backend, BackendLogger } from './backend.js';
 import type { BackendConfig } from '../config/model.js';
 import { createCommandBackend } from './command.js';
 import { createIptablesBackend } from './iptables.js';
+import { IptablesIpsetBackend } from './iptables-ipset.js';
 import { createLogBackend } from './log.js';
 import { createNftablesBackend, type NftablesOptions } from './nftables.js';
 
@@ -24,7 +25,8 @@ export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: Back
         ...(opts.onNftRestored ? { onRestored: opts.onNftRestored } : {}),
       });
     case 'iptables':
-      return createIptablesBackend(cfg, log);
+      // fwknop's one-rule-per-grant layout only when asked for; else kernel-expired ipsets (iptables-ipset.ts).
+      return cfg.mode === 'rules' ? createIptablesBackend(cfg, log) : new IptablesIpsetBackend(cfg, log);
     case 'command':
       return createCommandBackend(cfg, log);
     case 'log':

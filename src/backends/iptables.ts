@@ -1,4 +1,6 @@
-// iptables backend in fwknop's layout (shared/docs/fwknop-protocol.md 5.1-5.5):
+// iptables backend in fwknop's layout (shared/docs/fwknop-protocol.md 5.1-5.5;
+// `mode: rules`; the default ipset mode, iptables-ipset.ts, wraps this one for
+// its chains and NAT grants):
 // an own chain (default FWKNOP_INPUT) jumped to from INPUT at a configured
 // position; one ACCEPT rule per grant carrying `-m comment --comment _exp_<epoch>`;
 // ip6tables for IPv6 grants. NAT like fwknop 5.4: FWKNOP_PREROUTING DNAT (or
@@ -31,6 +33,14 @@ export interface IptablesOptions {
   netns?: string;
   /** Time limit for one iptables run, ms (default 20000; `-w` waits for the xtables lock). */
   commandTimeoutMs?: number;
+  /**
+   * Rules that always sit at the top of the input chain (ipset mode's set
+   * matches, iptables-ipset.ts), written as `iptables -S` prints them: added
+   * by init when missing, kept by init's stale-rule cleanup and by chain
+   * rebuilds, removed with the chain by shutdown. An ip6tables failure skips
+   * the IPv6 ones, like the IPv6 grants.
+   */
+  permanentRules?: { fam: 4 | 6; args: string[] }[];
 }
 
 type Fam = 4 | 6;
@@ -111,9 +121,11 @@ export class IptablesBackend implements Backend {
   private readonly families = new Set<Fam>([4, 6]);
   private queue: Promise<unknown> = Promise.resolve();
   private readonly pendingOpens: PendingOpen[] = [];
+  private readonly permanent: { fam: Fam; args: string[] }[];
 
   constructor(private readonly cfg: IptablesConfig, private readonly log: BackendLogger, opts: IptablesOptions = {}) {
     this.prefix = netnsPrefix(opts.netns);
+    this.permanent = opts.permanentRules ?? [];
     this.timeoutMs = opts.commandTimeoutMs ?? 20_000;
     const validChain = (n: string): boolean => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$/.test(n);
     if (!validChain(cfg.chain)) throw new Error(`iptables chain name "${cfg.chain}" is invalid: letters, digits, _ . - (max 28)`);
@@ -188,6 +200,20 @@ export class IptablesBackend implements Backend {
     this.ready.add(id);
   }
 
+  /** Insert the permanent rules missing from the input chain; returns the text of those to keep. */
+  private async ensurePermanent(fam: Fam, lines: string[][]): Promise<Set<string>> {
+    const present = new Set(lines.map((a) => a.join(' ')));
+    const keep = new Set<string>();
+    const mine = this.permanent.filter((p) => p.fam === fam);
+    // Inserted in reverse at position 1, so they end up in the given order at the top.
+    for (const p of [...mine].reverse()) {
+      const text = p.args.join(' ');
+      keep.add(text);
+      if (!present.has(text)) await this.must(fam, 'filter', ['-I', this.chains.input.name, '1', ...p.args]);
+    }
+    return keep;
+  }
+
   // ---- Backend -------------------------------------------------------------
 
   async init(): Promise<void> {
@@ -208,7 +234,9 @@ export class IptablesBackend implements Backend {
           const lines = await this.listChain(fam, c);
           if (!lines) continue;
           if (c.role !== 'input') await this.ensureChain(fam, c);
+          const keep = c.role === 'input' ? await this.ensurePermanent(fam, lines) : new Set<string>();
           for (const args of lines) {
+            if (keep.has(args.join(' '))) continue;
             const r = parseRule(fam, c.role, args);
             if (r.exp !== undefined && r.exp * 1000 > now) { parsed.push(r); continue; }
             await this.run(fam, c.table, ['-D', c.name, ...args]);
@@ -357,6 +385,30 @@ export class IptablesBackend implements Backend {
     });
   }
 
+  /**
+   * Stop without removing the chains (ipset mode: the set rules and the
+   * kernel-expired grants stay): the grants this backend expires itself are
+   * closed now, since nothing would close them once this process is gone.
+   */
+  async detach(): Promise<void> {
+    this.timer.stop();
+    await this.locked(async () => {
+      const rules = [...this.live.values()].flatMap((lg) => lg.rules);
+      this.live.clear();
+      await this.deleteRulesBatch(rules);
+    });
+  }
+
+  /** False when ip6tables was not usable at init (IPv6 grants are refused). */
+  get ipv6(): boolean {
+    return this.families.has(6);
+  }
+
+  /** Grants this backend holds and expires itself (ipset mode: the NAT grants). */
+  get liveCount(): number {
+    return this.live.size;
+  }
+
   async shutdown(): Promise<void> {
     this.timer.stop();
     await this.locked(async () => {
@@ -451,6 +503,7 @@ export class IptablesBackend implements Backend {
       const k = `${fam}|${c.table}`;
       const lines = byTable.get(k) ?? [];
       lines.push(`-F ${c.name}`);
+      if (role === 'input') for (const p of this.permanent) if (String(p.fam) === fam) lines.push(['-A', c.name, ...p.args].join(' '));
       for (const lg of this.live.values()) {
         for (const r of lg.rules) if (String(r.fam) === fam && r.role === role) lines.push(['-A', c.name, ...r.args].join(' '));
       }

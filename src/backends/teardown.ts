@@ -1,12 +1,13 @@
 // `sesame down`: remove the guard a stopped sesame leaves behind on purpose
 // (fail closed): sesame's own nftables table in guard mode, or its iptables
-// chains and jumps (fwknop's layout, iptables.ts). Sets mode, the command,
+// chains and jumps (iptables.ts) with ipset mode's sets (iptables-ipset.ts). Sets mode, the command,
 // log and RouterOS backends leave nothing sesame owns on this host (their
 // grants expire by themselves), so there is nothing to remove for them.
 import type { BackendConfig } from '../config/model.js';
 import type { BackendLogger } from './backend.js';
 import { describeFailure, netnsPrefix, runProgram } from './exec.js';
 import { createIptablesBackend } from './iptables.js';
+import { destroyIpsets } from './iptables-ipset.js';
 import { validTableName } from './nftables-ruleset.js';
 
 /** What removeGuard() will remove, in words, or undefined when sesame owns nothing on this host. */
@@ -15,7 +16,7 @@ export function guardDescription(cfg: BackendConfig): string | undefined {
     case 'nftables':
       return cfg.mode === 'guard' ? `the nftables table inet ${cfg.table} (guard and grants)` : undefined;
     case 'iptables':
-      return `the iptables/ip6tables chains ${cfg.chain} (and the derived FORWARD/PREROUTING/POSTROUTING chains) with their jumps`;
+      return `the iptables/ip6tables chains ${cfg.chain} (and the derived FORWARD/PREROUTING/POSTROUTING chains) with their jumps${cfg.mode === 'rules' ? '' : `, and the ipsets ${cfg.chain}_4 and ${cfg.chain}_6`}`;
     default:
       return undefined;
   }
@@ -36,7 +37,9 @@ export async function removeGuard(cfg: BackendConfig, opts: { netns?: string } =
   }
   if (cfg.kind === 'iptables') {
     await createIptablesBackend(cfg, quiet, opts.netns ? { netns: opts.netns } : {}).shutdown();
-    return `removed the iptables chains ${cfg.chain} and their jumps`;
+    // Sets of ipset mode (any mode: a switch to rules leaves the old sets behind); only once no rule uses them.
+    const sets = await destroyIpsets(cfg, opts);
+    return `removed the iptables chains ${cfg.chain} and their jumps${sets.length > 0 ? ` and the ipsets ${sets.join(', ')}` : ''}`;
   }
   return `the ${cfg.kind} backend leaves nothing on this host: nothing to remove`;
 }

@@ -30,6 +30,7 @@ interface ServeOpts {
   routerosListTemplate?: string;
   routerosFingerprint?: string;
   routerosInsecure?: boolean;
+  iptablesMode?: string;
   user?: string;
 }
 
@@ -65,6 +66,13 @@ function backendFromFlags(kind: BackendKind, o: ServeOpts, cfg: GatewayConfig): 
   }
 }
 
+/** --iptables-mode: ipset or rules, for the iptables backend only (docs/iptables-ipset.md). */
+function withIptablesMode(b: BackendConfig, mode: string): BackendConfig {
+  if (mode !== 'ipset' && mode !== 'rules') throw new UsageError(`--iptables-mode ${mode}: expected ipset or rules`);
+  if (b.kind !== 'iptables') throw new UsageError(`--iptables-mode applies to the iptables backend, not ${b.kind} (add --backend iptables)`);
+  return { ...b, mode };
+}
+
 export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   if (o.backend !== undefined && !(BACKENDS as readonly string[]).includes(o.backend)) {
     throw new UsageError(`--backend ${o.backend}: unknown backend (expected ${BACKENDS.join(', ')})`);
@@ -89,6 +97,7 @@ export async function loadServeConfig(o: ServeOpts): Promise<GatewayConfig> {
   if (o.backend && o.backend !== cfg.backend.kind) cfg.backend = backendFromFlags(o.backend as BackendKind, o, cfg);
   else if (o.backend === 'routeros') cfg.backend = backendFromFlags('routeros', o, cfg);
   else if (o.routeros) cfg.backend = backendFromFlags('routeros', o, cfg);
+  if (o.iptablesMode !== undefined) cfg.backend = withIptablesMode(cfg.backend, o.iptablesMode);
   if (o.logFormat) cfg.log.format = o.logFormat as 'json' | 'text';
   if (o.logLevel) cfg.log.level = o.logLevel as GatewayConfig['log']['level'];
   return cfg;
@@ -147,6 +156,7 @@ export function registerServe(program: Command): void {
     .option('--fwknopd-conf <file>', "fwknop's fwknopd.conf (with --access-conf)")
     .option('--access-conf <file>', "fwknop's access.conf")
     .option('--backend <name>', `firewall backend: ${BACKENDS.join(', ')} (default: nftables for YAML, iptables for fwknop files)`)
+    .option('--iptables-mode <mode>', "iptables backend: ipset (kernel-expired sets; default when ipset works) or rules (fwknop's one rule per grant)")
     .option('--state-dir <dir>', 'replay store and grant state (default /var/lib/sesame; env SESAME_STATE_DIR)')
     .option('--log-format <fmt>', 'json (default) or text')
     .option('--log-level <level>', 'debug, info (default), warn, error')

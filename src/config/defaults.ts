@@ -16,6 +16,7 @@ export const CONFIG_DEFAULTS = {
   iptablesJumpPosition: 1,
   iptables: '/usr/sbin/iptables',
   ip6tables: '/usr/sbin/ip6tables',
+  ipset: '/usr/sbin/ipset',
   commandTimeoutMs: 5000,
   routerosListTemplate: 'sesame_{proto}_{port}',
 } as const;

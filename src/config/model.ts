@@ -3,6 +3,9 @@
 // mapped into it; nothing downstream knows which file format it came from.
 import type { DigestType, EncryptionMode, HmacType, PortSpec } from '../spa/types.js';
 
+/** iptables backend layout: kernel-expired ipsets, or fwknop's one rule per grant. */
+export type IptablesMode = 'ipset' | 'rules';
+
 /** An address range: IPv4 or IPv6 network in CIDR form ("ANY" = both /0). */
 export interface AddressRange { family: 4 | 6; network: bigint; prefix: number; text: string }
 
@@ -98,7 +101,13 @@ export type BackendConfig =
       /** guard mode: ports guarded (default: union of the rules' open ports, else tcp/22). */
       guardPorts: PortSpec[];
     }
-  | { kind: 'iptables'; chain: string; /** fwknop IPT_INPUT_ACCESS-style jump position */ jumpPosition: number; iptables: string; ip6tables: string }
+  | {
+      kind: 'iptables'; chain: string; /** fwknop IPT_INPUT_ACCESS-style jump position */ jumpPosition: number; iptables: string; ip6tables: string;
+      /** ipset: grants in kernel-expired ipsets (docs/iptables-ipset.md); rules: fwknop's one rule per grant; absent: ipset when usable, else rules. */
+      mode?: IptablesMode;
+      /** ipset program (default /usr/sbin/ipset). */
+      ipset?: string;
+    }
   | { kind: 'command'; open: string; close?: string; timeoutMs: number }
   | { kind: 'log' }
   | {

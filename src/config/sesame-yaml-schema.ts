@@ -291,6 +291,8 @@ export const backendSchema = z.discriminatedUnion('kind', [
     jump_position: int(1, 2 << 15, 'a rule position').optional(),
     iptables: absolutePath('the absolute path of iptables').optional(),
     ip6tables: absolutePath('the absolute path of ip6tables').optional(),
+    mode: choice(['ipset', 'rules'] as const).optional(),
+    ipset: absolutePath('the absolute path of ipset').optional(),
   }),
   strict({
     kind: z.literal('command'),

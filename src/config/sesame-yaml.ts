@@ -15,7 +15,8 @@
 //     table: sesame
 //     guard_ports: [tcp/22]        # default: the rules' open ports, else tcp/22
 //     # sets: { family: inet, table: filter, set4: sesame4, set6: sesame6 }      (mode: sets)
-//     # iptables: chain: SESAME_INPUT, jump_position: 1, iptables: /usr/sbin/iptables, ip6tables: /usr/sbin/ip6tables
+//     # iptables: chain: SESAME_INPUT, jump_position: 1, iptables: /usr/sbin/iptables, ip6tables: /usr/sbin/ip6tables,
+//     #   mode: ipset (kernel-expired sets, default when ipset works) | rules (fwknop's layout), ipset: /usr/sbin/ipset
 //     # command: open: "/usr/local/bin/open $SRC $PROTO $PORT $TIMEOUT", close: "...", timeout_ms: 5000
 //     # routeros: routers: [{ url: "api-ssl://sesame@192.168.88.1", password_file: /etc/sesame/router.pass,
 //     #                       fingerprint: "..", insecure: false, ca: FILE }], list_template: "sesame_{proto}_{port}"
@@ -389,6 +390,7 @@ class Builder {
         return {
           kind: 'iptables', chain, jumpPosition: b.jump_position ?? CONFIG_DEFAULTS.iptablesJumpPosition,
           iptables: b.iptables ?? CONFIG_DEFAULTS.iptables, ip6tables: b.ip6tables ?? CONFIG_DEFAULTS.ip6tables,
+          ...(b.mode ? { mode: b.mode } : {}), ...(b.ipset ? { ipset: b.ipset } : {}),
         };
       }
       case 'command':

@@ -82,7 +82,7 @@ function backendYaml(b: BackendConfig): Record<string, unknown> {
         ...(b.sets ? { sets: { family: b.sets.family, table: b.sets.table, ...(b.sets.set4 ? { set4: b.sets.set4 } : {}), ...(b.sets.set6 ? { set6: b.sets.set6 } : {}) } } : {}),
       };
     case 'iptables':
-      return { kind: b.kind, chain: b.chain, jump_position: b.jumpPosition, iptables: b.iptables, ip6tables: b.ip6tables };
+      return { kind: b.kind, chain: b.chain, jump_position: b.jumpPosition, iptables: b.iptables, ip6tables: b.ip6tables, ...(b.mode ? { mode: b.mode } : {}), ...(b.ipset ? { ipset: b.ipset } : {}) };
     case 'command':
       return { kind: b.kind, open: b.open, ...(b.close !== undefined ? { close: b.close } : {}), timeout_ms: b.timeoutMs };
     case 'log':

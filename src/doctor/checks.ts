@@ -6,6 +6,7 @@
 import { existsSync, lstatSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { GatewayConfig } from '../config/model.js';
+import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import { loadConfigSource, type ConfigSource } from '../config/commands.js';
 import { netnsPrefix, runProgram } from '../backends/exec.js';
 import { GRANTED4, GRANTED6, GUARD_CHAIN, GUARDED } from '../backends/nftables-ruleset.js';
@@ -218,10 +219,29 @@ async function backendChecks(cfg: GatewayConfig, run: Run, daemonUp: boolean): P
       if (!jumps && daemonUp) out.push({ status: 'problem', check: 'backend', what: `${tool}: INPUT has no jump to ${b.chain} although something listens on the SPA port: granted clients are not let in`, fix: 'restart sesame (it inserts the jump at start)' });
       else out.push({ status: 'ok', check: 'backend', what: `${tool}: ${jumps ? `INPUT jumps to ${b.chain}` : `${b.chain} is added when sesame starts`}` });
     }
+    if (b.mode !== 'rules') out.push(await ipsetCheck(b, run));
     return out;
   }
   if (b.kind === 'routeros') return [{ status: 'ok', check: 'backend', what: 'routeros: nothing to check on this host', fix: 'sesame routeros check shows what the router has' }];
   return [{ status: 'ok', check: 'backend', what: `${b.kind}: no firewall on this host to check` }];
+}
+
+/** ipset mode (docs/iptables-ipset.md): the ipset program and sesame's IPv4 set, when it exists already. */
+async function ipsetCheck(b: Extract<GatewayConfig['backend'], { kind: 'iptables' }>, run: Run): Promise<CheckLine> {
+  const tool = b.ipset ?? CONFIG_DEFAULTS.ipset;
+  const set = `${b.chain}_4`;
+  const r = await run(tool, ['list', '-t', set]);
+  // Not started: spawn failed, or `ip netns exec` (doctor --netns, tests) could not exec it.
+  if (r.spawnError !== undefined || /^exec of .* failed/m.test(r.stderr)) {
+    return b.mode === 'ipset'
+      ? { status: 'problem', check: 'backend', what: `${tool} not found: backend mode ipset cannot start`, fix: 'apt-get install ipset, or set backend mode: rules' }
+      : { status: 'warn', check: 'backend', what: `${tool} not found: the iptables backend falls back to fwknop's rules layout, whose grants need the daemon to expire them`, fix: 'apt-get install ipset (or set backend mode: rules to choose that layout)' };
+  }
+  if (r.code !== 0) return { status: 'ok', check: 'backend', what: `ipset mode: the sets ${set} and ${b.chain}_6 are created when sesame starts` };
+  const type = /^Type:\s*(\S+)/m.exec(r.stdout)?.[1];
+  if (type !== 'hash:ip,port') return { status: 'problem', check: 'backend', what: `ipset ${set} exists as ${type ?? 'an unknown type'}, not sesame's hash:ip,port set: sesame will refuse to start`, fix: `ipset destroy ${set} (or sesame down), or choose another backend chain` };
+  const n = /^Number of entries:\s*(\d+)/m.exec(r.stdout)?.[1] ?? '?';
+  return { status: 'ok', check: 'backend', what: `ipset mode: set ${set} holds ${n} live IPv4 grant${n === '1' ? '' : 's'} (the kernel expires them)` };
 }
 
 // ---- SPA port ----------------------------------------------------------------

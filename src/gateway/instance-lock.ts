@@ -117,7 +117,8 @@ function firewallObject(b: GatewayConfig['backend']): { name: string; what: stri
       if (b.mode === 'sets' && b.sets) return { name: `nft-sets-${safeName(`${b.sets.family}-${b.sets.table}-${b.sets.set4}-${b.sets.set6}`)}`, what: `nftables sets ${b.sets.family} ${b.sets.table} ${b.sets.set4}/${b.sets.set6}` };
       return { name: `nft-${safeName(b.table)}`, what: `nftables table inet ${b.table}` };
     case 'iptables':
-      return { name: `ipt-${safeName(b.chain)}`, what: `iptables chain ${b.chain}` };
+      // ipset mode's sets are named after the chain (CHAIN_4, CHAIN_6): the chain's lock covers them.
+      return { name: `ipt-${safeName(b.chain)}`, what: b.mode === 'rules' ? `iptables chain ${b.chain}` : `iptables chain ${b.chain} and ipsets ${b.chain}_4/${b.chain}_6` };
     default:
       return undefined;
   }
