@@ -132,7 +132,9 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
   };
   const probe = async (...args: string[]): Promise<Record<string, any>> => {
     const r = await lab.exec('gw', process.execPath, [path.join(HARNESS_DIR, 'http-probe.mjs'), ...args], { timeoutMs: 30_000 });
-    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as Record<string, any>;
+    const last = r.stdout.trim().split('\n').pop() ?? '';
+    if (!last.startsWith('{')) throw new Error(`http-probe ${args[0]} gave no answer (code ${r.code}): ${r.stderr.slice(0, 500)}`);
+    return JSON.parse(last) as Record<string, any>;
   };
   const scrape = async (): Promise<Map<string, number>> => {
     const r = await probe('get', `http://127.0.0.1:${METRICS_PORT}/metrics`);
@@ -299,10 +301,13 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     expect((await probe('get', `http://127.0.0.1:${METRICS_PORT}/metrics`, 'DELETE')).status).toBe(404);
     expect((await probe('raw', '127.0.0.1', String(METRICS_PORT), 'NOT HTTP AT ALL\\r\\n\\r\\n')).reply).toMatch(/^HTTP\/1\.1 400/);
     expect((await probe('raw', '127.0.0.1', String(METRICS_PORT), `GET /metrics HTTP/1.1\\r\\nX: ${'a'.repeat(20_000)}\\r\\n\\r\\n`)).reply).toMatch(/^HTTP\/1\.1 (400|431)/);
-    // 40 idle connections at once (bound: 16) while a knock is granted; afterwards scraping works again.
+    // 40 idle connections at once (bound: 16): a scrape meanwhile is turned away, a knock is still granted;
+    // once they are gone scraping works again.
     const grantsBefore = events(daemon!, 'grant').length;
-    const held = probe('hold', '127.0.0.1', String(METRICS_PORT), '40', '2500');
-    await sleep(300);
+    const held = probe('hold', '127.0.0.1', String(METRICS_PORT), '40', '4000');
+    await sleep(500);
+    const during = await probe('raw', '127.0.0.1', String(METRICS_PORT), 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n');
+    expect(during, JSON.stringify(during).slice(0, 200)).toEqual({ reply: '' });
     await knock('cl', CL4);
     await waitForEvents(daemon!, 'grant', grantsBefore + 1, 10_000);
     expect((await held).connected).toBeGreaterThan(0);

@@ -312,6 +312,7 @@ export class Gateway {
     if (JSON.stringify(cfg.listeners) !== JSON.stringify(this.cfg.listeners)) {
       this.opts.log.warn('reload_listeners_unchanged', { message: 'listen addresses changed; they take effect at the next restart' });
     }
+    this.telemetry.reloaded(cfg);
     this.syncCommandBackends(cfg.rules);
     for (const r of cfg.rules) if (r.cmdCycle) await this.backends.get(`cmd:${r.name}`)!.init();
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);

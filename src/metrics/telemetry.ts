@@ -59,6 +59,13 @@ export class Telemetry {
     }, () => undefined);
   }
 
+  /** A reload keeps the listener (rules' notify: settings apply at once: they are read from the rule of each grant). */
+  reloaded(next: GatewayConfig): void {
+    if (JSON.stringify(next.metrics) !== JSON.stringify(this.cfg.metrics)) {
+      this.log.warn('reload_metrics_unchanged', { message: 'metrics settings changed; they take effect at the next restart' });
+    }
+  }
+
   async stop(): Promise<void> {
     await this.server?.close();
     this.server = undefined;

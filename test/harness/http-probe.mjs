@@ -5,7 +5,7 @@
 import net from 'node:net';
 const [mode, ...a] = process.argv.slice(2);
 const out = (o) => { process.stdout.write(JSON.stringify(o) + '\n'); process.exit(0); };
-setTimeout(() => out({ error: 'probe timed out' }), 20_000).unref();
+setTimeout(() => out({ error: 'probe timed out' }), 20_000);
 if (mode === 'get') {
   const res = await fetch(a[0], { method: a[1] ?? 'GET', signal: AbortSignal.timeout(10_000) }).catch((e) => ({ error: e.cause?.code ?? e.message }));
   if ('error' in res) out(res);
