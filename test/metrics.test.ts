@@ -188,7 +188,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     const slowRule = ['  - name: slow', `    source: [${SLOW4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`,
       `    open_ports: [tcp/${SERVICE_PORT}, tcp/${SECOND_PORT}]`, '    access_timeout: 30',
       // A notifier that outlives its timeout, and a webhook nobody answers.
-      '    notify: { command: [/usr/bin/sleep, "10"], webhook: "http://127.0.0.1:59999/down", timeout: 3 }'];
+      '    notify: { command: [/usr/bin/sleep, "10"], webhook: "http://127.0.0.1:59999/down", timeout: 8 }'];
     const file = path.join(tmp, 'sesame.yaml');
     writeFileSync(file, yaml(path.join(tmp, 'state'), { metrics: `metrics: { listen: "127.0.0.1:${METRICS_PORT}" }`, notifyFile, rule: slowRule }), { mode: 0o600 });
     daemon = startSesame(lab, 'gw', ['serve', '-c', file, '--log-format', 'json']);
@@ -274,15 +274,15 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
   });
 
   it('a notifier sleeping 10 s does not hold up the next grant; it is killed at its timeout; failures are one line each', async () => {
-    // The slow rule's first notifier (sleep 10, timeout 3 s) is still running: the next grant opens anyway.
+    // The slow rule's first notifier (sleep 10, timeout 8 s) is still running: the next grant opens anyway.
     expect(events(daemon!, 'notify_failed').filter((e) => e.kind === 'command')).toEqual([]);
     await knock('slow', SLOW4, SECOND_PORT);
     expect(await lab.waitOpen('slow', GW4, SECOND_PORT, 1000)).toBeGreaterThanOrEqual(0);
-    const failed = await waitForEvents(daemon!, 'notify_failed', 4, 10_000);
+    const failed = await waitForEvents(daemon!, 'notify_failed', 4, 20_000);
     const command = failed.filter((e) => e.kind === 'command');
     const webhook = failed.filter((e) => e.kind === 'webhook');
     expect(command).toHaveLength(2);
-    expect(command[0]).toMatchObject({ rule: 'slow', target: '/usr/bin/sleep', error: 'did not finish within 3s (killed)' });
+    expect(command[0]).toMatchObject({ rule: 'slow', target: '/usr/bin/sleep', error: 'did not finish within 8s (killed)' });
     expect(webhook).toHaveLength(2);
     expect(webhook[0]).toMatchObject({ rule: 'slow', target: 'http://127.0.0.1:59999', error: 'ECONNREFUSED' });
     for (const l of daemon!.lines.filter((x) => x.includes('notify_failed'))) expect(l).not.toMatch(/\/down/);
@@ -307,7 +307,8 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     const held = probe('hold', '127.0.0.1', String(METRICS_PORT), '40', '4000');
     await sleep(500);
     const during = await probe('raw', '127.0.0.1', String(METRICS_PORT), 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n');
-    expect(during, JSON.stringify(during).slice(0, 200)).toEqual({ reply: '' });
+    // Closed at once without an answer (a clean close or a reset, as the kernel delivers it).
+    expect(during.reply === '' || during.error === 'ECONNRESET', JSON.stringify(during).slice(0, 200)).toBe(true);
     await knock('cl', CL4);
     await waitForEvents(daemon!, 'grant', grantsBefore + 1, 10_000);
     expect((await held).connected).toBeGreaterThan(0);
