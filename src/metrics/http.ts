@@ -26,8 +26,9 @@ export function startMetricsServer(listen: MetricsListen, registry: Registry, lo
   server.maxRequestsPerSocket = 100;
   server.setTimeout(METRICS_LIMITS.idleTimeoutMs, (s: Socket) => s.destroy());
   // Malformed requests, oversized headers, resets: answer if the socket still can, never throw.
-  server.on('clientError', (_e, socket: Socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  server.on('clientError', (e: NodeJS.ErrnoException, socket: Socket) => {
+    const status = e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     else socket.destroy();
   });
   return new Promise((resolve, reject) => {
