@@ -128,8 +128,8 @@ export class Gateway {
       this.sharedGrants = new SharedGrants(this.cfg.cluster, this.cluster.connection, this.replayNote, (g, from) => this.applyShared(g, from));
       this.sharedGrants.start();
     }
-    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
     await this.telemetry.start();
+    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
     const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
       backend: main.name,
