@@ -12,8 +12,9 @@
 // webhook the same as a POST; a notifier that sleeps 10 s does not hold up the
 // next grant (the port opens within the e2e bound) and is killed at its
 // timeout; failures are one log line each and counted; the daemon keeps
-// granting.
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// granting. The notifier queue alone: 4 at once, 64 waiting, the rest
+// dropped with one line.
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +25,8 @@ import { describeWith } from './harness/requirements.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 import { isLoopback, parseMetricsListen, webhookProblem } from '../src/metrics/config.js';
 import { isMetricsRequest } from '../src/metrics/http.js';
+import { NOTIFY_LIMITS, Notifier, grantNotice } from '../src/metrics/notify.js';
+import { Logger } from '../src/gateway/log.js';
 
 const GW4 = '198.51.100.1';
 const CL4 = '198.51.100.2';
@@ -104,6 +107,37 @@ describe('metrics and notify configuration (pure)', () => {
     expect(isMetricsRequest('POST', '/metrics')).toBe(false);
     expect(isMetricsRequest('GET', '/')).toBe(false);
   });
+});
+
+describe('the notifier queue (real processes, no namespace)', () => {
+  it('at most 4 at once, 64 waiting, the rest dropped with one line; grantOpened returns at once', async () => {
+    const lines: string[] = [];
+    const tally = new Map<string, number>();
+    const notifier = new Notifier(new Logger({ write: (l) => lines.push(l) }), (kind, outcome) => tally.set(`${kind} ${outcome}`, (tally.get(`${kind} ${outcome}`) ?? 0) + 1));
+    const dir = scratchPath('sesame-notify-');
+    mkdirSync(dir, { mode: 0o700 });
+    try {
+      // Each run leaves a file while it lives: the most files seen at once is the concurrency.
+      const script = path.join(dir, 'slow.sh');
+      writeFileSync(script, '#!/bin/sh\nf="$1/run.$$"\n: > "$f"\nsleep 0.3\nrm -f "$f"\n', { mode: 0o700 });
+      const notice = grantNotice({ rule: 'r', source: '198.51.100.2', allow: '198.51.100.2', ports: ['tcp/22'], timeoutSec: 30, expiresAt: Date.now() + 30_000 });
+      const total = NOTIFY_LIMITS.concurrent + NOTIFY_LIMITS.queued + 6;
+      for (let i = 0; i < total; i++) notifier.grantOpened({ command: [script, dir], timeoutMs: 5000 }, notice);
+      // grantOpened only queues: back from 74 calls, not one notifier has finished (only the drops are counted).
+      expect([...tally.keys()]).toEqual(['command dropped']);
+      let most = 0;
+      const watch = setInterval(() => { most = Math.max(most, readdirSync(dir).filter((f) => f.startsWith('run.')).length); }, 20);
+      await notifier.settle();
+      clearInterval(watch);
+      expect(tally.get('command dropped')).toBe(total - NOTIFY_LIMITS.concurrent - NOTIFY_LIMITS.queued);
+      expect(tally.get('command ok')).toBe(NOTIFY_LIMITS.concurrent + NOTIFY_LIMITS.queued);
+      expect(most).toBeGreaterThan(1);
+      expect(most).toBeLessThanOrEqual(NOTIFY_LIMITS.concurrent);
+      expect(lines.filter((l) => l.includes('notify_dropped'))).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 /** Prometheus text format -> "name{labels}" -> value. */
