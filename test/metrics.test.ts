@@ -13,7 +13,8 @@
 // next grant (the port opens within the e2e bound) and is killed at its
 // timeout; failures are one log line each and counted; the daemon keeps
 // granting. The notifier queue alone: 4 at once, 64 waiting, the rest
-// dropped with one line.
+// dropped with one line. A reload that removes a rule: its revoked grants
+// are counted closed and leave the live gauge.
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -34,6 +35,8 @@ const SLOW4 = '198.51.100.3';
 const SECOND_PORT = SERVICE_PORT + 1;
 const METRICS_PORT = 9464;
 const HOOK_PORT = 8088;
+/** The slow rule's own HMAC key: a rule with another rule's keys would count as renamed, not removed, by a reload. */
+const SLOW_HMAC = randomBytes(64).toString('base64');
 
 const yaml = (state: string, opts: { metrics?: string; notifyFile?: string; rule?: string[] } = {}): string => [
   `listen: ["0.0.0.0:${SPA_PORT}"]`,
@@ -219,7 +222,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     sink = startDaemon(lab, 'gw', process.execPath, [path.join(HARNESS_DIR, 'webhook-sink.mjs'), '127.0.0.1', String(HOOK_PORT), '204', '170000']);
     for (let i = 0; i < 100 && !sink.lines.includes('listening'); i++) await sleep(50);
     expect(sink.lines).toContain('listening');
-    const slowRule = ['  - name: slow', `    source: [${SLOW4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`,
+    const slowRule = ['  - name: slow', `    source: [${SLOW4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${SLOW_HMAC}`,
       `    open_ports: [tcp/${SERVICE_PORT}, tcp/${SECOND_PORT}]`, '    access_timeout: 30',
       // A notifier that outlives its timeout, and a webhook nobody answers.
       '    notify: { command: [/usr/bin/sleep, "10"], webhook: "http://127.0.0.1:59999/down", timeout: 8 }'];
@@ -257,7 +260,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     await waitForEvents(daemon!, 'reject', 4, 10_000);
     const reasons = events(daemon!, 'reject').map((e) => String(e.reason));
     expect(reasons.sort()).toEqual(['hmac_mismatch', 'not_base64', 'not_base64', 'replay']);
-    await knock('slow', SLOW4);
+    await knock('slow', SLOW4, SERVICE_PORT, SLOW_HMAC);
     await waitForEvents(daemon!, 'grant', 3, 10_000);
     expect(await lab.waitOpen('slow', GW4, SERVICE_PORT, 1000)).toBeGreaterThanOrEqual(0);
     // The backend's confirmation (what the histogram times) arrives just after the grant line.
@@ -310,7 +313,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
   it('a notifier sleeping 10 s does not hold up the next grant; it is killed at its timeout; failures are one line each', async () => {
     // The slow rule's first notifier (sleep 10, timeout 8 s) is still running: the next grant opens anyway.
     expect(events(daemon!, 'notify_failed').filter((e) => e.kind === 'command')).toEqual([]);
-    await knock('slow', SLOW4, SECOND_PORT);
+    await knock('slow', SLOW4, SECOND_PORT, SLOW_HMAC);
     expect(await lab.waitOpen('slow', GW4, SECOND_PORT, 1000)).toBeGreaterThanOrEqual(0);
     const failed = await waitForEvents(daemon!, 'notify_failed', 4, 20_000);
     const command = failed.filter((e) => e.kind === 'command');
@@ -349,5 +352,20 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     const m = await scrape();
     expect(m.get('sesame_packets_granted_total')).toBe(grantsBefore + 1);
     expect(daemon!.child.exitCode).toBeNull();
+  });
+
+  it('a reload that removes a rule revokes its grants: closed counted, live drops', async () => {
+    const before = await scrape();
+    expect(before.get('sesame_grants_live{backend="main"}')).toBe(3);
+    expect(before.has('sesame_grants_closed_total{backend="main"}')).toBe(false);
+    const file = path.join(tmp, 'sesame.yaml');
+    writeFileSync(file, yaml(path.join(tmp, 'state'), { metrics: `metrics: { listen: "127.0.0.1:${METRICS_PORT}" }`, notifyFile }), { mode: 0o600 });
+    daemon!.child.kill('SIGHUP');
+    await waitForEvents(daemon!, 'revoke', 2, 10_000);
+    const m = await scrape();
+    expect(m.get('sesame_grants_closed_total{backend="main"}')).toBe(2);
+    expect(m.get('sesame_grants_live{backend="main"}')).toBe(1);
+    // Counters go on across a reload.
+    expect(m.get('sesame_packets_granted_total')).toBe(before.get('sesame_packets_granted_total'));
   });
 });

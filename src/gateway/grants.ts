@@ -33,7 +33,7 @@ export type OrphanCloser = (closeTemplate: string) => Backend;
 const EXPIRY_TICK_MS = 250;
 
 /** Told of grant outcomes as they happen (metrics, docs/metrics.md); never throws into the manager. */
-export interface GrantObserver { opened(backend: string): void; failed(backend: string, op: 'open' | 'close'): void; expired(backend: string): void }
+export interface GrantObserver { opened(backend: string): void; failed(backend: string, op: 'open' | 'close'): void; closed(backend: string): void }
 
 export class GrantManager {
   observer: GrantObserver | undefined;
@@ -159,9 +159,11 @@ export class GrantManager {
       try {
         if (!b) throw new Error(`no backend ${e.backend}`);
         await b.close(e.grant);
+        this.observer?.closed(e.backend);
         this.log.info('revoke', { ...fields, reason: why });
         return true;
       } catch (err) {
+        this.observer?.failed(e.backend, 'close');
         this.log.error('revoke_failed', { ...fields, error: (err as Error).message });
         return false;
       }
@@ -270,7 +272,7 @@ export class GrantManager {
     for (const [k, e] of this.live) {
       if (this.dueOf(e) <= t) {
         this.live.delete(k);
-        this.observer?.expired(e.backend);
+        this.observer?.closed(e.backend);
         this.log.info('expire', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule });
       }
     }

@@ -61,7 +61,7 @@ export class GatewayMetrics {
       collect() { this.reset(); const c = view.cluster(); if (c) this.set({ group: c.group }, c.up ? 1 : 0); } });
     // Events.
     this.opened = new Counter({ name: 'sesame_grants_opened_total', help: 'Grants the backend confirmed open, by backend.', labelNames: ['backend'] as const, registers });
-    this.closed = new Counter({ name: 'sesame_grants_closed_total', help: 'Grants expired (closed), by backend.', labelNames: ['backend'] as const, registers });
+    this.closed = new Counter({ name: 'sesame_grants_closed_total', help: 'Grants closed (expired, or revoked when their rule was removed), by backend.', labelNames: ['backend'] as const, registers });
     this.backendErrors = new Counter({ name: 'sesame_backend_errors_total', help: 'Backend operations that failed, by backend and operation.', labelNames: ['backend', 'op'] as const, registers });
     this.latency = new Histogram({ name: 'sesame_knock_to_grant_seconds', help: 'From the packet\'s arrival to the backend\'s confirmation of its grant.', buckets: LATENCY_BUCKETS, registers });
     this.notifications = new Counter({ name: 'sesame_notifications_total', help: 'Grant notifications (docs/metrics.md) by kind and outcome (ok, failed, dropped).', labelNames: ['kind', 'outcome'] as const, registers });

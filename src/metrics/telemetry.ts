@@ -23,7 +23,7 @@ export class Telemetry {
   readonly grantObserver: GrantObserver = {
     opened: (b) => this.metrics?.grantOpened(b, 1),
     failed: (b, op) => this.metrics?.backendError(b, op),
-    expired: (b) => this.metrics?.grantClosed(b),
+    closed: (b) => this.metrics?.grantClosed(b),
   };
 
   constructor(private readonly cfg: GatewayConfig, private readonly view: GatewayView, private readonly log: Logger) {
