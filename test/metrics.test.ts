@@ -9,10 +9,10 @@
 // replay store size; anything but GET /metrics is a 404, garbage a 400, idle
 // connections beyond the bound are refused and the daemon keeps granting. A
 // rule's command notifier gets the grant's JSON on stdin (no keys), its
-// webhook the same as a POST; a notifier that sleeps 10 s does not hold up the
-// next grant (the port opens within the e2e bound) and is killed at its
-// timeout; failures are one log line each and counted; the daemon keeps
-// granting. The notifier queue alone: 4 at once, 64 waiting, the rest
+// webhook the same as a POST, a self-signed https webhook is refused; a
+// notifier that sleeps 10 s does not hold up the next grant (the port opens
+// within the e2e bound) and is killed at its timeout; failures are one log
+// line each and counted; the daemon keeps granting. The notifier queue alone: 4 at once, 64 waiting, the rest
 // dropped with one line. A reload that removes a rule: its revoked grants
 // are counted closed and leave the live gauge.
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +35,7 @@ const SLOW4 = '198.51.100.3';
 const SECOND_PORT = SERVICE_PORT + 1;
 const METRICS_PORT = 9464;
 const HOOK_PORT = 8088;
+const TLS_HOOK_PORT = 8443;
 /** The slow rule's own HMAC key: a rule with another rule's keys would count as renamed, not removed, by a reload. */
 const SLOW_HMAC = randomBytes(64).toString('base64');
 
@@ -154,10 +155,11 @@ function parseExposition(text: string): Map<string, number> {
   return out;
 }
 
-describeWith('metrics endpoint and grant notifications (real sesame serve, nftables guard, real fwknop)', ['netns', 'nft', 'fwknop', 'setpriv'], () => {
+describeWith('metrics endpoint and grant notifications (real sesame serve, nftables guard, real fwknop)', ['netns', 'nft', 'fwknop', 'setpriv', 'openssl'], () => {
   let lab: Lab;
   let daemon: RunningDaemon | undefined;
   let sink: RunningDaemon | undefined;
+  let tlsSink: RunningDaemon | undefined;
   const tmp = scratchPath('sesame-metrics-');
   const notifyDir = path.join(tmp, 'notify');
   const notifyFile = path.join(notifyDir, 'grants.jsonl');
@@ -194,6 +196,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
   afterAll(async () => {
     if (daemon) await lab.stop(daemon.child);
     if (sink) await lab.stop(sink.child);
+    if (tlsSink) await lab.stop(tlsSink.child);
     await lab?.destroy();
     rmSync(tmp, { recursive: true, force: true });
   });
@@ -220,19 +223,27 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
 
   it('starts with metrics and notifiers; only the metrics port is added', async () => {
     sink = startDaemon(lab, 'gw', process.execPath, [path.join(HARNESS_DIR, 'webhook-sink.mjs'), '127.0.0.1', String(HOOK_PORT), '204', '170000']);
-    for (let i = 0; i < 100 && !sink.lines.includes('listening'); i++) await sleep(50);
+    // A self-signed certificate: the notifier must refuse it (certificates are verified).
+    const cert = path.join(tmp, 'hook.crt');
+    const key = path.join(tmp, 'hook.key');
+    const gen = await lab.exec('gw', 'openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', key, '-out', cert,
+      '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1']);
+    expect(gen.code, gen.stderr).toBe(0);
+    tlsSink = startDaemon(lab, 'gw', process.execPath, [path.join(HARNESS_DIR, 'webhook-sink.mjs'), '127.0.0.1', String(TLS_HOOK_PORT), '204', '170000', cert, key]);
+    for (let i = 0; i < 100 && !(sink.lines.includes('listening') && tlsSink.lines.includes('listening')); i++) await sleep(50);
     expect(sink.lines).toContain('listening');
+    expect(tlsSink.lines).toContain('listening');
     const slowRule = ['  - name: slow', `    source: [${SLOW4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${SLOW_HMAC}`,
       `    open_ports: [tcp/${SERVICE_PORT}, tcp/${SECOND_PORT}]`, '    access_timeout: 30',
-      // A notifier that outlives its timeout, and a webhook nobody answers.
-      '    notify: { command: [/usr/bin/sleep, "10"], webhook: "http://127.0.0.1:59999/down", timeout: 8 }'];
+      // A notifier that outlives its timeout, and a webhook whose certificate nobody vouches for.
+      `    notify: { command: [/usr/bin/sleep, "10"], webhook: "https://127.0.0.1:${TLS_HOOK_PORT}/slow/T0KEN", timeout: 8 }`];
     const file = path.join(tmp, 'sesame.yaml');
     writeFileSync(file, yaml(path.join(tmp, 'state'), { metrics: `metrics: { listen: "127.0.0.1:${METRICS_PORT}" }`, notifyFile, rule: slowRule }), { mode: 0o600 });
     daemon = startSesame(lab, 'gw', ['serve', '-c', file, '--log-format', 'json']);
     await waitForEvents(daemon, 'ready', 1, 20_000);
     const [listening] = await waitForEvents(daemon, 'metrics_listening', 1, 5000);
     expect(listening!.listen).toBe(`127.0.0.1:${METRICS_PORT}`);
-    const ours = (await tcpListeners()).filter((l) => !l.includes(`:${SERVICE_PORT} `) && !l.includes(`:${SECOND_PORT} `) && !l.includes(`:${HOOK_PORT} `));
+    const ours = (await tcpListeners()).filter((l) => !l.includes(`:${SERVICE_PORT} `) && !l.includes(`:${SECOND_PORT} `) && !l.includes(`:${HOOK_PORT} `) && !l.includes(`:${TLS_HOOK_PORT} `));
     expect(ours).toHaveLength(1);
     expect(ours[0]).toContain(`127.0.0.1:${METRICS_PORT}`);
     // The listener is the unprivileged worker's, not the root monitor's.
@@ -321,8 +332,12 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     expect(command).toHaveLength(2);
     expect(command[0]).toMatchObject({ rule: 'slow', target: '/usr/bin/sleep', error: 'did not finish within 8s (killed)' });
     expect(webhook).toHaveLength(2);
-    expect(webhook[0]).toMatchObject({ rule: 'slow', target: 'http://127.0.0.1:59999', error: 'ECONNREFUSED' });
-    for (const l of daemon!.lines.filter((x) => x.includes('notify_failed'))) expect(l).not.toMatch(/\/down/);
+    expect(webhook[0]).toMatchObject({ rule: 'slow', target: `https://127.0.0.1:${TLS_HOOK_PORT}`, error: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
+    // The handshake failed: no request (no grant document) reached the server.
+    expect(tlsSink!.lines.filter((l) => l.includes('"method"'))).toEqual([]);
+    expect(tlsSink!.lines.some((l) => l.includes('tls_error'))).toBe(true);
+    // The URL's path (a token) is never logged.
+    for (const l of daemon!.lines.filter((x) => x.includes('notify_failed'))) expect(l).not.toContain('T0KEN');
     const m = await scrape();
     expect(m.get('sesame_notifications_total{kind="command",outcome="failed"}')).toBe(2);
     expect(m.get('sesame_notifications_total{kind="webhook",outcome="failed"}')).toBe(2);
