@@ -74,6 +74,8 @@ export interface AccessRule {
   webKnock?: boolean;
   /** Grant the allowed address's network of this many bits instead of the address (docs/grant-prefix.md); off when absent. */
   grantPrefix?: { ipv4?: number; ipv6?: number };
+  /** Run a command / post a webhook when a grant of this rule opens (docs/metrics.md); off when absent. */
+  notify?: NotifyConfig;
 }
 
 /** One dated key set of a rule (`keys:` in sesame YAML, docs/users.md). */
@@ -87,6 +89,8 @@ export interface RuleKey {
   /** Refused after this instant (the end of a rotation's grace), epoch seconds. */
   notAfterSec?: number;
 }
+/** A rule's grant notifications (docs/metrics.md): argv (never a shell) and/or a webhook URL. */
+export interface NotifyConfig { command?: string[]; webhook?: string; timeoutMs: number }
 
 export type NftMode = 'guard' | 'sets';
 
@@ -175,6 +179,8 @@ export interface GatewayConfig {
   warnings: string[];
   /** Shared state with other gateways through Redis (docs/cluster.md); off when absent. */
   cluster?: ClusterConfig;
+  /** The Prometheus endpoint (docs/metrics.md); off when absent. */
+  metrics?: { address: string; port: number };
 }
 
 export const DEFAULTS = {

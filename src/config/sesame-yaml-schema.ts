@@ -226,6 +226,13 @@ const ruleKeySchema = strict({
   not_after: expires().optional(),
 });
 export type RuleKeyInput = z.output<typeof ruleKeySchema>;
+/** notify: what runs or is posted when a grant opens (docs/metrics.md); URL checks in sesame-yaml.ts. */
+const notifySchema = strict({
+  command: z.array(text('a program path or one argument')).min(1, 'the list is empty (expected the program path, then its arguments)').optional(),
+  webhook: text('an https:// URL').optional(),
+  allow_http: bool().optional(),
+  timeout: int(1, 60, 'seconds a notification may take').optional(),
+});
 
 export const ruleSchema = strict({
   name: text('a rule name').optional(),
@@ -257,6 +264,7 @@ export const ruleSchema = strict({
   nat: natSchema.optional(),
   web_knock: bool().optional(),
   grant_prefix: strict({ ipv4: int(8, 32, 'IPv4 prefix bits').optional(), ipv6: int(16, 128, 'IPv6 prefix bits').optional() }).optional(),
+  notify: notifySchema.optional(),
 });
 export type RuleInput = z.output<typeof ruleSchema>;
 
@@ -309,7 +317,7 @@ export const backendSchema = z.discriminatedUnion('kind', [
 ]);
 export type BackendInput = z.output<typeof backendSchema>;
 
-export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, replay_retention, rate_limit, log, backend, rules, doors, cluster';
+export const TOP_KEYS_DOC = 'listen, state_dir, max_packet_age, replay_protection, replay_retention, rate_limit, log, backend, rules, doors, cluster, metrics';
 
 /** cluster: shared replay protection through Redis (docs/cluster.md); cross-field checks in sesame-yaml.ts. */
 export const clusterSchema = strict({
@@ -328,6 +336,13 @@ export const clusterSchema = strict({
   group: text('a group name').optional(),
 });
 export type ClusterInput = z.output<typeof clusterSchema>;
+
+/** metrics: the Prometheus endpoint (docs/metrics.md); the address checks are in src/metrics/config.ts. */
+export const metricsSchema = strict({
+  listen: text('an address and port such as "127.0.0.1:9464"'),
+  allow_remote: bool().optional(),
+});
+export type MetricsInput = z.output<typeof metricsSchema>;
 
 export const configSchema = strict({
   listen: listen().optional(),
@@ -348,5 +363,6 @@ export const configSchema = strict({
   /** Knock doors: read by src/knockd/doors-yaml.ts from the same file. */
   doors: z.unknown().optional(),
   cluster: clusterSchema.optional(),
+  metrics: metricsSchema.optional(),
 });
 export type ConfigInput = z.output<typeof configSchema>;

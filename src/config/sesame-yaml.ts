@@ -41,7 +41,9 @@
 //       grant_prefix: { ipv4: 24, ipv6: 64 }   # grant the source's network (docs/grant-prefix.md); off by default
 //       nat: { forwarding: false, local: false, snat: false, snat_address: IP, force_nat: { host: IP, port: N },
 //              force_snat: IP, force_masquerade: false, disable_dnat: false, forward_all: false }
+//       notify: { command: [/usr/local/bin/on-grant, --quiet], webhook: "https://hooks.example/x", timeout: 5 }
 //   doors: [...]                   # knock doors, read by src/knockd/doors-yaml.ts
+//   metrics: { listen: "127.0.0.1:9464" }   # Prometheus endpoint, off by default (docs/metrics.md)
 // A key_file / hmac_key_file holds either fwknop key-gen lines (`KEY_BASE64: ...`,
 // `HMAC_KEY_BASE64: ...`, or `KEY:` / `HMAC_KEY:`), or just the passphrase; it must
 // not be readable by group/others. Relative paths are relative to the YAML file.
@@ -50,7 +52,7 @@ import { commandProgramProblem, inlineSecretsExposed, MIN_KEY_BYTES, readSecretF
 import path from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type * as z from 'zod';
-import { ConfigError, DEFAULTS, type AccessRule, type RuleKey, type BackendConfig, type GatewayConfig, type NatPolicy, type RouterTarget } from './model.js';
+import { ConfigError, DEFAULTS, type NotifyConfig, type AccessRule, type RuleKey, type BackendConfig, type GatewayConfig, type NatPolicy, type RouterTarget } from './model.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from './defaults.js';
 import { configSchema, describeValue, type BackendInput, type ConfigInput, type RuleInput, type RuleKeyInput } from './sesame-yaml-schema.js';
 
@@ -67,6 +69,7 @@ import { grantPrefixProblem } from '../gateway/grant-prefix.js';
 import { parseRedisUrl, parseSentinel } from '../cluster/config.js';
 import type { ClusterConfig } from './model.js';
 import type { ClusterInput } from './sesame-yaml-schema.js';
+import { isLoopback as isLoopbackListen, parseMetricsListen, webhookProblem } from '../metrics/config.js';
 
 const MAX_KEY_BYTES = 32;
 const LEGACY_KEY_BYTES = 16;
@@ -187,7 +190,28 @@ class Builder {
       log: { format: c.log?.format ?? CONFIG_DEFAULTS.log.format, level: c.log?.level ?? CONFIG_DEFAULTS.log.level },
       warnings: this.warnings,
       ...(c.cluster ? { cluster: this.cluster(c.cluster, ['cluster'], replayProtection) } : {}),
+      ...(c.metrics ? { metrics: this.metrics(c.metrics) } : {}),
     };
+  }
+
+  /** metrics: (docs/metrics.md): loopback unless allow_remote. */
+  private metrics(m: NonNullable<ConfigInput['metrics']>): { address: string; port: number } {
+    const listen = parseMetricsListen(m.listen, m.allow_remote === true);
+    if (typeof listen === 'string') this.fail(['metrics', 'listen'], listen);
+    if (m.allow_remote === true && !isLoopbackListen(listen.address)) this.warn(['metrics', 'allow_remote'], 'the metrics endpoint is reachable from the network; firewall it to your Prometheus');
+    return listen;
+  }
+
+  /** A rule's notify: (docs/metrics.md): an absolute program path, a checked webhook URL. */
+  private notify(n: NonNullable<RuleInput['notify']>, at: DataPath): NotifyConfig {
+    if (n.command === undefined && n.webhook === undefined) this.fail(at, 'nothing to notify (expected command: [PROGRAM, ARGS...] and/or webhook: URL)');
+    const program = n.command?.[0];
+    if (program !== undefined && !program.startsWith('/')) this.fail([...at, 'command', 0], `${quote(program)} is not an absolute path (the program runs without a shell and without a search path: write /usr/local/bin/...)`);
+    if (n.webhook !== undefined) {
+      const problem = webhookProblem(n.webhook, n.allow_http === true);
+      if (problem) this.fail([...at, 'webhook'], `the URL ${problem}`);
+    }
+    return { ...(n.command ? { command: [...n.command] } : {}), ...(n.webhook !== undefined ? { webhook: n.webhook } : {}), timeoutMs: (n.timeout ?? 5) * 1000 };
   }
 
   /** A secret file: must exist and be private; fwknop key-gen lines or the bare passphrase. */
@@ -340,6 +364,7 @@ class Builder {
       nat: this.nat(r.nat, [...at, 'nat']),
       ...(r.web_knock === false ? { webKnock: false } : {}),
       ...(r.grant_prefix && (r.grant_prefix.ipv4 !== undefined || r.grant_prefix.ipv6 !== undefined) ? { grantPrefix: { ...r.grant_prefix } } : {}),
+      ...(r.notify ? { notify: this.notify(r.notify, [...at, 'notify']) } : {}),
     };
   }
 

@@ -27,6 +27,7 @@ import { ClusterGate } from '../cluster/gate.js';
 import { SharedGrants } from '../cluster/shared-grants.js';
 import type { Grant } from '../backends/backend.js';
 import { RejectionRecord, recordRejections, workerSnapshot, type WorkerSnapshot } from './control/snapshot.js';
+import { Telemetry } from '../metrics/telemetry.js';
 
 const MAIN = 'main';
 
@@ -68,6 +69,8 @@ export class Gateway {
   private readonly pipeline: Pipeline;
   private limiter: RateLimiter;
   private cfg: GatewayConfig;
+  /** Prometheus metrics and grant notifications (docs/metrics.md). */
+  private readonly telemetry: Telemetry;
   /** The host-firewall check started after the backend came up (issue 9): its findings, once done. */
   hostFirewall: Promise<FirewallFinding[]> = Promise.resolve([]);
 
@@ -92,6 +95,12 @@ export class Gateway {
       replay: () => this.replay,
       webDuplicates: this.webDuplicates,
     });
+    this.telemetry = new Telemetry(cfg, {
+      stats: () => this.stats, rejectedByReason: () => this.rejectionRecord.byReason, liveGrantBackends: () => this.grants.listWithBackend().map((g) => g.backend),
+      replayEntries: () => this.replay?.size, rateLimiter: () => ({ tracked: this.limiter.size, limited: this.limiter.limitedSources() }),
+      cluster: () => (this.cluster && this.cfg.cluster ? { up: this.cluster.connection.status === 'ready', group: this.cfg.cluster.group } : undefined),
+    }, log);
+    this.grants.observer = this.telemetry.grantObserver;
   }
 
   static async start(cfg: GatewayConfig, opts: GatewayOptions): Promise<Gateway> {
@@ -119,6 +128,7 @@ export class Gateway {
       this.sharedGrants = new SharedGrants(this.cfg.cluster, this.cluster.connection, this.replayNote, (g, from) => this.applyShared(g, from));
       this.sharedGrants.start();
     }
+    await this.telemetry.start();
     this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
     const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
@@ -176,6 +186,7 @@ export class Gateway {
   }
 
   private onDatagram(buf: Buffer, rawSrc: string, dst: string | undefined, peer?: Peer): void {
+    const receivedAt = performance.now();
     this.stats.received++;
     const src = unmapAddress(rawSrc);
     const unwrapped = unwrapDatagram(buf);
@@ -200,16 +211,16 @@ export class Gateway {
     const burned = d.kind === 'duplicate' ? undefined : d.burned;
     if (this.cluster && burned !== undefined && d.kind !== 'duplicate') {
       void this.cluster.check(burned).then((v) => {
-        if (v.ok) { this.act(d, src, unwrapped, peer, v.unshared ? { ...via, unshared: true } : via); return; }
+        if (v.ok) { this.act(d, src, unwrapped, peer, v.unshared ? { ...via, unshared: true } : via, receivedAt); return; }
         this.stats.rejected++;
         this.rejections.reject(src, v.reason, { rule: d.rule.name, ...via, detail: v.detail });
       });
       return;
     }
-    this.act(d, src, unwrapped, peer, via);
+    this.act(d, src, unwrapped, peer, via, receivedAt);
   }
 
-  private act(d: Exclude<Decision, { kind: 'reject' }>, src: string, unwrapped: ReturnType<typeof unwrapDatagram>, peer: Peer | undefined, via: { via?: string; unshared?: boolean }): void {
+  private act(d: Exclude<Decision, { kind: 'reject' }>, src: string, unwrapped: ReturnType<typeof unwrapDatagram>, peer: Peer | undefined, via: { via?: string; unshared?: boolean }, receivedAt: number): void {
     // A web knock is answered only once its grant is in place (a repeat too): "connected" in the browser means open.
     const answer = unwrapped.kind === 'web' && peer
       ? (done: Promise<boolean>) => void done.then((ok) => { if (ok) peer.reply(acknowledgement(unwrapped.request, src, peer.port, d.rule.hmacKey!)); })
@@ -262,7 +273,9 @@ export class Gateway {
       user: d.message.username,
       ...via,
     });
-    track(this.grants.apply(grants, backendName, true));
+    const done = this.grants.apply(grants, backendName, true);
+    track(done);
+    this.telemetry.granted(done, { rule: d.rule, src, allow: d.allowIp, grants, receivedAt, ...(via.via ? { via: via.via } : {}) });
     if (backendName === MAIN) this.sharedGrants?.publish(grants);
   }
 
@@ -299,6 +312,7 @@ export class Gateway {
     if (JSON.stringify(cfg.listeners) !== JSON.stringify(this.cfg.listeners)) {
       this.opts.log.warn('reload_listeners_unchanged', { message: 'listen addresses changed; they take effect at the next restart' });
     }
+    this.telemetry.reloaded(cfg);
     this.syncCommandBackends(cfg.rules);
     for (const r of cfg.rules) if (r.cmdCycle) await this.backends.get(`cmd:${r.name}`)!.init();
     this.limiter = new RateLimiter(cfg.rateLimit.packetsPerSecond, cfg.rateLimit.burst);
@@ -337,6 +351,7 @@ export class Gateway {
     await this.grants.settle();
     this.grants.stop();
     this.rejections.stop();
+    await this.telemetry.stop();
     this.replay?.close();
     this.sharedGrants?.close();
     this.cluster?.close();

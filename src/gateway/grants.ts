@@ -32,7 +32,11 @@ export type OrphanCloser = (closeTemplate: string) => Backend;
 /** Expiry passes are rounded up to this tick, so many grants expire in few passes. */
 const EXPIRY_TICK_MS = 250;
 
+/** Told of grant outcomes as they happen (metrics, docs/metrics.md); never throws into the manager. */
+export interface GrantObserver { opened(backend: string): void; failed(backend: string, op: 'open' | 'close'): void; closed(backend: string): void }
+
 export class GrantManager {
+  observer: GrantObserver | undefined;
   private readonly live = new Map<string, Entry>();
   private readonly file: string;
   private journalLog: AppendLog;
@@ -75,7 +79,7 @@ export class GrantManager {
       }
       if (e.grant.expiresAt <= t) {
         closed++;
-        work.push(b.close(e.grant).catch((err) => this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message })));
+        work.push(b.close(e.grant).catch((err) => { this.observer?.failed(e.backend, 'close'); this.log.warn('close_failed', { src: e.grant.address, error: (err as Error).message }); }));
         continue;
       }
       this.live.set(k, e);
@@ -126,7 +130,8 @@ export class GrantManager {
       }
     }
     if (grants.some((g) => this.dueOf(this.live.get(grantKey(g))) < this.armedFor)) this.arm();
-    const p = Promise.all(grants.map((g) => b.open(g).then(() => true, (err) => {
+    const p = Promise.all(grants.map((g) => b.open(g).then(() => { this.observer?.opened(backendName); return true; }, (err) => {
+      this.observer?.failed(backendName, 'open');
       // A backend that keeps retrying in the background (a router that is down) already logged the failure.
       const retrying = (err as { retrying?: boolean }).retrying === true;
       this.log.log(retrying ? 'warn' : 'error', retrying ? 'grant_pending' : 'grant_failed', { src: g.address, port: `${g.proto}/${g.port}`, backend: b.name, error: (err as Error).message });
@@ -154,9 +159,11 @@ export class GrantManager {
       try {
         if (!b) throw new Error(`no backend ${e.backend}`);
         await b.close(e.grant);
+        this.observer?.closed(e.backend);
         this.log.info('revoke', { ...fields, reason: why });
         return true;
       } catch (err) {
+        this.observer?.failed(e.backend, 'close');
         this.log.error('revoke_failed', { ...fields, error: (err as Error).message });
         return false;
       }
@@ -265,6 +272,7 @@ export class GrantManager {
     for (const [k, e] of this.live) {
       if (this.dueOf(e) <= t) {
         this.live.delete(k);
+        this.observer?.closed(e.backend);
         this.log.info('expire', { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule });
       }
     }

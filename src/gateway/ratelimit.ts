@@ -96,4 +96,12 @@ export class RateLimiter {
   get size(): number {
     return this.buckets.size;
   }
+
+  /** Sources out of budget right now (metrics, docs/metrics.md): read at scrape time, O(sources). */
+  limitedSources(): number {
+    const t = this.now();
+    let n = 0;
+    for (const b of this.buckets.values()) if (b.tokens + (Math.max(0, t - b.last) / 1000) * this.ratePerSec < 1) n++;
+    return n;
+  }
 }
