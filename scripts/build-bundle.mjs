@@ -6,8 +6,11 @@
 //   dist/bundle/sesame.js       the whole CLI (bin/sesame.js imports it)
 //   dist/bundle/daemon.js       serve and up only (bin/sesame.js imports it for
 //                               those): the privsep monitor
-//   dist/bundle/worker-main.js  the privsep worker (forked by the monitor, which
-//                               finds it next to itself, like in dist/gateway/privsep/)
+//   dist/bundle/worker-main.js  the privsep worker's entry (forked by the monitor,
+//                               which finds it next to itself, like in
+//                               dist/gateway/privsep/): small, it binds the
+//                               sockets first, then imports
+//   dist/bundle/worker-gateway.js  the worker's gateway (kept out of worker-main.js)
 // Both sit two levels below the repository, as dist/cli/*.js does, so the paths
 // the code derives from import.meta.url (bin/sesame.js, dist/web/page) still hold.
 // Heavy optional libraries stay outside and are imported only when used:
@@ -27,7 +30,15 @@ await build({
     sesame: path.join(root, 'src/cli/main.ts'),
     daemon: path.join(root, 'src/cli/main-daemon.ts'),
     'worker-main': path.join(root, 'src/gateway/privsep/worker-main.ts'),
+    'worker-gateway': path.join(root, 'src/gateway/privsep/worker-gateway.ts'),
   },
+  // worker-main.ts imports './worker-gateway.js' after binding: the other bundle, next to it.
+  plugins: [{
+    name: 'worker-gateway-apart',
+    setup(b) {
+      b.onResolve({ filter: /^\.\/worker-gateway\.js$/ }, (a) => (a.importer.endsWith('worker-main.ts') ? { path: './worker-gateway.js', external: true } : undefined));
+    },
+  }],
   outdir: BUNDLE_DIR,
   bundle: true,
   platform: 'node',

@@ -62,6 +62,8 @@ export class Monitor {
   private delayMs: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** The worker gets its configuration only once the backends are up (the guard is in place). */
+  private backendsReady = false;
   private readyOnce: { resolve: (f: Record<string, unknown>) => void; reject: (e: Error) => void } | undefined;
   private readonly refusalsLogged = new Set<RefusalReason>();
   private refusals = 0;
@@ -90,28 +92,45 @@ export class Monitor {
       onAdopt: (f) => opts.log.info('state_dir_adopted', { ...f, message: `state directory now owned by ${identity.name}, who runs the packet parser` }),
     });
     const m = new Monitor(cfg, identity, opts);
-    await m.initBackends();
+    // Start-up (docs/startup.md): the worker is forked FIRST, so its node start and its socket bind
+    // overlap the backends' init (nft runs). It gets its configuration, and can decide anything,
+    // only once initBackends() is done: the guard is in place before any grant and before 'ready'.
+    let timer: NodeJS.Timeout | undefined;
+    const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+      m.readyOnce = { resolve, reject };
+      m.spawn();
+      timer = setTimeout(() => {
+        m.readyOnce = undefined;
+        m.stopping = true;
+        m.worker?.kill('SIGKILL');
+        reject(new Error(`the packet parser (worker) was not ready within ${FIRST_READY_MS / 1000}s; see the lines above`));
+      }, FIRST_READY_MS);
+    }).finally(() => clearTimeout(timer));
+    // Awaited below, after the backends: a worker failing meanwhile is reported then, not as unhandled.
+    ready.catch(() => undefined);
     try {
-      let timer: NodeJS.Timeout | undefined;
-      const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-        m.readyOnce = { resolve, reject };
-        m.spawn();
-        timer = setTimeout(() => {
-          m.readyOnce = undefined;
-          m.stopping = true;
-          m.worker?.kill('SIGKILL');
-          reject(new Error(`the packet parser (worker) was not ready within ${FIRST_READY_MS / 1000}s; see the lines above`));
-        }, FIRST_READY_MS);
-      }).finally(() => clearTimeout(timer));
-      return { monitor: m, ready: { ...ready, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
+      await m.initBackends();
+    } catch (e) {
+      m.abandonWorker();
+      throw e;
+    }
+    m.backendsReady = true;
+    if (m.worker) m.sendConfig(m.worker);
+    try {
+      const fields = await ready;
+      return { monitor: m, ready: { ...fields, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
     } catch (e) {
       // No restarts of a worker that never started: the caller reports the reason and exits.
-      m.stopping = true;
-      if (m.restartTimer) clearTimeout(m.restartTimer);
-      m.worker?.kill('SIGKILL');
+      m.abandonWorker();
       await m.shutdownBackends();
       throw e;
     }
+  }
+
+  private abandonWorker(): void {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.worker?.kill('SIGKILL');
   }
 
   /** Start the host-firewall check (after ready; again when the watchdog restored sesame's table). Never fails. */
@@ -165,6 +184,12 @@ export class Monitor {
     child.on('error', (e) => this.opts.log.error('worker_error', { error: e.message }));
     // 'close', not 'exit': every message the worker sent (its 'fatal' reason) has been read by then.
     child.on('close', (code, signal) => this.onExit(child, code, signal));
+    // Bind now (docs/startup.md); the configuration follows when the backends are up (at once on a restart).
+    this.sendTo(child, { t: 'listen', listeners: this.cfg.listeners });
+    if (this.backendsReady) this.sendConfig(child);
+  }
+
+  private sendConfig(child: ChildProcess): void {
     void this.workerConfig(this.cfg).then(
       (cfg) => this.sendTo(child, { t: 'config', cfg, ...this.mainInfo() }),
       (e) => { this.opts.log.error('worker_config_failed', { error: (e as Error).message }); child.kill('SIGKILL'); },
@@ -217,6 +242,8 @@ export class Monitor {
     if (m?.t === 'fatal') {
       const msg = typeof m.error === 'string' ? m.error.slice(0, 500) : 'unknown error';
       if (this.readyOnce) {
+        // Never restarted: the start fails with this reason (once the backends' init is over).
+        this.stopping = true;
         this.readyOnce.reject(new FirstStartError(msg));
         this.readyOnce = undefined;
       } else {
@@ -308,6 +335,7 @@ export class Monitor {
     this.worker = undefined;
     if (this.stopping) return;
     if (this.readyOnce) {
+      this.stopping = true;
       this.readyOnce.reject(new Error(`the packet parser (worker) exited before it was ready (${signal ?? `status ${code}`}); see the lines above`));
       this.readyOnce = undefined;
       return;

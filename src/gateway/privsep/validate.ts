@@ -13,8 +13,9 @@ import type { GatewayConfig } from '../../config/model.js';
 import { MAX_CLIENT_TIMEOUT } from '../../spa/message.js';
 import { allowedPrefixes, networkOf } from '../grant-prefix.js';
 
-export const MAIN_BACKEND = 'main';
-export const commandBackendName = (rule: string): string => `cmd:${rule}`;
+import { MAIN_BACKEND, commandBackendName } from './messages.js';
+
+export { MAIN_BACKEND, commandBackendName };
 
 /** What the monitor's configuration allows; built by policyFromConfig. */
 export interface MonitorPolicy {
