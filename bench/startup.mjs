@@ -42,7 +42,7 @@ function processTree(root) {
 function treeRss(root) {
   const tree = processTree(root).map((p) => ({ ...p, rss: memoryKiB(p.pid).rss }));
   const total = tree.reduce((a, p) => a + (Number.isFinite(p.rss) ? p.rss : 0), 0);
-  const worker = tree.find((p) => p.pid !== root && p.name.includes('worker-main'));
+  const worker = tree.find((p) => p.pid !== root && (p.name.includes('sesame-worker') || p.name.includes('worker-main')));
   return { total, self: tree[0]?.rss ?? NaN, worker: worker?.rss, processes: tree.length };
 }
 
