@@ -6,6 +6,8 @@
 //   dist/bundle/sesame.js       the whole CLI (bin/sesame.js imports it)
 //   dist/bundle/daemon.js       serve and up only (bin/sesame.js imports it for
 //                               those): the privsep monitor
+//   dist/bundle/prefork.js      `serve` forks its worker with it before loading
+//                               daemon.js (src/gateway/privsep/prefork.ts)
 //   dist/bundle/worker-main.js  the privsep worker's entry (forked by the monitor,
 //                               which finds it next to itself, like in
 //                               dist/gateway/privsep/): small, it binds the
@@ -29,6 +31,7 @@ await build({
   entryPoints: {
     sesame: path.join(root, 'src/cli/main.ts'),
     daemon: path.join(root, 'src/cli/main-daemon.ts'),
+    prefork: path.join(root, 'src/gateway/privsep/prefork.ts'),
     'worker-main': path.join(root, 'src/gateway/privsep/worker-main.ts'),
     'worker-gateway': path.join(root, 'src/gateway/privsep/worker-gateway.ts'),
   },

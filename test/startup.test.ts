@@ -8,6 +8,8 @@
 //    a knock sent the moment the port is bound, while the daemon still starts,
 //    is granted after the guard is in place. The tracer's positive control:
 //    `sesame keygen --qr` does load qrcode from node_modules.
+//  * bin/sesame.js forks the worker before loading the daemon (worker_preforked);
+//    one that cannot reach the state directory is replaced, not an error.
 //  * The monitor sends the worker 'listen' before it loads the nftables table
 //    and 'config' only after (the guard is in place before any grant).
 // No timing assertions: only orders of events.
@@ -138,7 +140,11 @@ describeWith('sesame serve starts from its bundles, binds early and grants only 
 
   it('monitor and worker load only their bundles (no dist/ module, nothing from node_modules, no ioredis); an early knock is granted after the guard', async () => {
     // A first start makes the replay store: a new store refuses packets stamped before it (before_replay_floor).
-    const stateDir = path.join(tmp, 'state');
+    // Its parent is traversable (like /var/lib): the preforked worker, in "/" at first, moves into it by path.
+    const open = mkdtempSync(path.join(tmp, 'open-'));
+    chmodSync(tmp, 0o711);
+    chmodSync(open, 0o711);
+    const stateDir = path.join(open, 'state');
     const first = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'nftables', '--state-dir', stateDir, '--log-format', 'json']);
     await waitForLine(first, /"event":"ready"/, 30_000);
     await lab.stop(first.child);
@@ -156,7 +162,10 @@ describeWith('sesame serve starts from its bundles, binds early and grants only 
         '--state-dir', stateDir, '--log-format', 'json'], traceEnv(dir));
       const sender = lab.exec('cl', process.execPath, [path.join(HARNESS_DIR, 'udp-send-when-bound.mjs'), String(d.child.pid), String(SPA_PORT), lab.host('gw').ip4, packet, '30000'], { timeoutMs: 40_000 });
       await waitForLine(d, /"event":"ready"/, 30_000);
-      const readyAt = Date.parse(String(events(d, 'ready')[0]!.time));
+      const readyLine = events(d, 'ready')[0]!;
+      const readyAt = Date.parse(String(readyLine.time));
+      // bin/sesame.js forked this worker before the daemon's code was loaded (prefork.ts).
+      expect(readyLine.worker_preforked, d.logText()).toBe(true);
       const sent = await sender;
       expect(sent.code, sent.stderr).toBe(0);
       const sentAt = Number(/SENT (\d+)/.exec(sent.stdout)?.[1]);
@@ -176,12 +185,29 @@ describeWith('sesame serve starts from its bundles, binds early and grants only 
       const worker = t.find((x) => x.argv.includes('worker-main.js'));
       expect(monitor, JSON.stringify(t)).toBeDefined();
       expect(worker, JSON.stringify(t)).toBeDefined();
-      expect(monitor!.files.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'daemon.js')].sort());
+      // prefork.js first (it forks the worker), then the daemon.
+      expect(monitor!.files.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'daemon.js'), path.join(BUNDLE, 'prefork.js')].sort());
       expect(worker!.files.sort()).toEqual([path.join(BUNDLE, 'worker-gateway.js'), path.join(BUNDLE, 'worker-main.js')].sort());
       for (const x of t) expect(x.files.filter((f) => /ioredis/.test(f))).toEqual([]);
     } finally {
       if (d) await lab.stop(d.child);
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a preforked worker that cannot reach the state directory (private parent) is replaced by one started inside it', async () => {
+    const parent = mkdtempSync(path.join(tmp, 'private-'));
+    chmodSync(parent, 0o700);
+    const d = startSesame(lab, 'gw', ['serve', '--fwknopd-conf', files.conf, '--access-conf', files.access, '--backend', 'nftables',
+      '--state-dir', path.join(parent, 'state'), '--log-format', 'json']);
+    try {
+      await waitForLine(d, /"event":"ready"/, 30_000);
+      const ready = events(d, 'ready')[0]!;
+      expect(ready.worker_preforked).toBeUndefined();
+      expect(readFileSync(`/proc/${Number(ready.worker_pid)}/status`, 'utf8')).toMatch(/^Uid:\s+[1-9]/m);
+      expect(events(d, 'worker_exited')).toEqual([]);
+    } finally {
+      await lab.stop(d.child);
     }
   });
 

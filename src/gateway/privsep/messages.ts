@@ -16,7 +16,7 @@ export const commandBackendName = (rule: string): string => `cmd:${rule}`;
 export interface RemoteBackendInfo { name: string; expiresItself: boolean }
 
 export type ToWorker =
-  | { t: 'listen'; listeners: Listener[] }
+  | { t: 'listen'; listeners: Listener[]; cwd?: string }
   | { t: 'config'; cfg: GatewayConfig; main?: RemoteBackendInfo }
   | { t: 'reload'; cfg: GatewayConfig }
   | { t: 'stop' }
@@ -27,6 +27,8 @@ export type ToWorker =
 export type FromWorker =
   | { t: 'ready'; fields: Record<string, unknown> }
   | { t: 'fatal'; error: string }
+  /** A preforked worker could not move into the state directory (docs/startup.md): the monitor forks another. */
+  | { t: 'cwd_refused'; error: string }
   | { t: 'status'; id: number; value: unknown }
   | { t: 'req'; id: number; [k: string]: unknown };
 

@@ -23,6 +23,16 @@ const gatewayCode = (): Promise<GatewayModule> => (gatewayModule ??= import('./w
 let queue: Promise<unknown> = Promise.resolve();
 
 function bindEarly(m: Extract<ToWorker, { t: 'listen' }>): void {
+  if (m.cwd !== undefined) {
+    // Forked early, in "/" (prefork.ts): into the state directory first, or let the monitor fork another.
+    try {
+      process.chdir(m.cwd);
+    } catch (e) {
+      process.send?.({ t: 'cwd_refused', error: (e as Error).message }, undefined, undefined, () => process.exit(0));
+      early = new Promise(() => undefined);
+      return;
+    }
+  }
   early = EarlyListeners.open(m.listeners).then(
     (l) => { void gatewayCode(); return l; },
     async (e: Error) => (await gatewayCode()).fatal(e.message),
