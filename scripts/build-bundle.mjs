@@ -13,6 +13,8 @@
 //                               dist/gateway/privsep/): small, it binds the
 //                               sockets first, then imports
 //   dist/bundle/worker-gateway.js  the worker's gateway (kept out of worker-main.js)
+//   dist/bundle/gateway-metrics.js  prom-client and sesame's metrics (docs/metrics.md),
+//                               imported by the gateway only when metrics are on
 // Both sit two levels below the repository, as dist/cli/*.js does, so the paths
 // the code derives from import.meta.url (bin/sesame.js, dist/web/page) still hold.
 // Heavy optional libraries stay outside and are imported only when used:
@@ -34,12 +36,16 @@ await build({
     prefork: path.join(root, 'src/gateway/privsep/prefork.ts'),
     'worker-main': path.join(root, 'src/gateway/privsep/worker-main.ts'),
     'worker-gateway': path.join(root, 'src/gateway/privsep/worker-gateway.ts'),
+    'gateway-metrics': path.join(root, 'src/metrics/gateway-metrics.ts'),
   },
-  // worker-main.ts imports './worker-gateway.js' after binding: the other bundle, next to it.
+  // Bundles kept apart, imported at run time from next to the importer: worker-main.ts loads
+  // './worker-gateway.js' after binding; telemetry.ts loads './gateway-metrics.js' (prom-client,
+  // 150 KB that every start would compile) only when metrics are on.
   plugins: [{
-    name: 'worker-gateway-apart',
+    name: 'bundles-apart',
     setup(b) {
-      b.onResolve({ filter: /^\.\/worker-gateway\.js$/ }, (a) => (a.importer.endsWith('worker-main.ts') ? { path: './worker-gateway.js', external: true } : undefined));
+      const apart = { './worker-gateway.js': 'worker-main.ts', './gateway-metrics.js': 'telemetry.ts' };
+      b.onResolve({ filter: /^\.\/(worker-gateway|gateway-metrics)\.js$/ }, (a) => (a.importer.endsWith(apart[a.path]) ? { path: a.path, external: true } : undefined));
     },
   }],
   outdir: BUNDLE_DIR,
