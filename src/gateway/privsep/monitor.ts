@@ -244,8 +244,11 @@ export class Monitor {
       }
       return;
     }
-    if (m?.t === 'cwd_refused') {
+    // Only the preforked worker, once, during the first start: any other worker saying so is refused
+    // below like any unknown request (no way to skip the restart backoff).
+    if (m?.t === 'cwd_refused' && this.preforked && this.readyOnce) {
       // The state directory is not reachable by path for sesame's user (a private parent): fork one inside it.
+      this.preforked = false;
       this.replaceOnExit.add(child);
       child.kill('SIGKILL');
       return;
@@ -351,7 +354,6 @@ export class Monitor {
     this.worker = undefined;
     if (this.stopping) return;
     if (this.replaceOnExit.has(child)) {
-      this.preforked = false;
       this.spawn();
       return;
     }
