@@ -1,6 +1,5 @@
 // `sesame keygen`: keys like `fwknop --key-gen`, an rc stanza, or a QR code for Fwknop2.
 import type { Command } from 'commander';
-import QRCode from 'qrcode';
 import { generateKeys, keygenLines, qrPayload, rcStanza } from '../client/keygen.js';
 import { parseDigestType } from '../spa/types.js';
 import { UsageError } from './errors.js';
@@ -35,7 +34,7 @@ export async function runKeygen(o: KeygenOpts, out: NodeJS.WritableStream): Prom
   }
   if (o.qr) {
     out.write('\nScan with the Fwknop2 app (it imports KEY_BASE64 and HMAC_KEY_BASE64):\n');
-    out.write(await QRCode.toString(qrPayload(keys), { type: 'terminal', small: true, errorCorrectionLevel: 'M' }));
+    out.write(await (await import('qrcode')).default.toString(qrPayload(keys), { type: 'terminal', small: true, errorCorrectionLevel: 'M' }));
   }
   if (webText !== undefined) out.write('\n' + webText);
   return 0;

@@ -15,7 +15,6 @@ import { exitPromptly, guardStdio, safeWrite } from '../gateway/stdio.js';
 import { acquireInstanceLocks } from '../gateway/instance-lock.js';
 import { UsageError } from './errors.js';
 import { upFirewallText } from '../doctor/report.js';
-import { openMonitorControl } from '../gateway/control/monitor-control.js';
 
 interface ServeOpts {
   config?: string;
@@ -129,6 +128,8 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
   banner?.(cfg, gw);
   // The same reload for SIGHUP and `sesame reload` (docs/status.md); a broken file keeps the running configuration.
   const reload = (): Promise<void> => load().then((next) => gw.reload(next));
+  // Loaded after ready (its zod schemas are built at load): never in the way of the start (docs/startup.md).
+  const { openMonitorControl } = await import('../gateway/control/monitor-control.js');
   const control = await openMonitorControl(gw, cfg, reload, log);
   void notifyReady().then((r) => { if (r === 'failed') log.warn('notify_failed', { message: 'systemd-notify --ready failed; systemd will time the start out' }); });
   return new Promise<number>((resolve) => {

@@ -6,7 +6,8 @@
 // in the background with a capped back-off. The password arrives resolved
 // (the monitor reads the file or the environment) and is never logged.
 import { readFileSync } from 'node:fs';
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { ClusterConfig } from '../config/model.js';
 import { parseRedisUrl } from './config.js';
 
@@ -55,6 +56,11 @@ export function redisOptions(c: ClusterConfig, bound: number): RedisOptions {
   return { ...common, host: ep.host, port: ep.port };
 }
 
+// ioredis (and its dependencies) is loaded only when a cluster connects: a gateway without
+// cluster: never pays for it at start (docs/startup.md). It is CommonJS, so require() keeps this synchronous.
+const requireLazily = createRequire(import.meta.url);
+
 export function connectRedis(c: ClusterConfig, bound = c.timeoutMs): Redis {
-  return new Redis(redisOptions(c, bound));
+  const { Redis: RedisClient } = requireLazily('ioredis') as typeof import('ioredis');
+  return new RedisClient(redisOptions(c, bound));
 }

@@ -9,6 +9,7 @@ import type { AccessRule, GatewayConfig } from '../config/model.js';
 import { runProgram, describeFailure, type RunResult } from '../backends/exec.js';
 import { GrantManager } from './grants.js';
 import { openListeners, type Peer } from './listener.js';
+import type { EarlyListeners } from './early-listen.js';
 import { acknowledgement, unwrapDatagram, WebDuplicates } from './web-knock.js';
 import { grantPrefixProblem } from './grant-prefix.js';
 import { Logger, RejectionLog } from './log.js';
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   runCommand?: (rule: AccessRule, command: string) => Promise<RunResult>;
   /** Called with the ready fields instead of logging 'ready' (privilege separation: the monitor logs it once). */
   onReady?: (fields: Record<string, unknown>) => void;
+  /** Sockets the worker bound before its configuration came (docs/startup.md); attached, not opened, when ready. */
+  listening?: EarlyListeners;
 }
 
 export interface GatewayStats {
@@ -129,7 +132,8 @@ export class Gateway {
       this.sharedGrants.start();
     }
     await this.telemetry.start();
-    this.sockets = await openListeners(this.cfg.listeners, (buf, src, dst, peer) => this.onDatagram(buf, src, dst, peer));
+    const onDatagram = (buf: Buffer, src: string, dst: string | undefined, peer: Peer): void => this.onDatagram(buf, src, dst, peer);
+    this.sockets = this.opts.listening ? this.opts.listening.attach(onDatagram) : await openListeners(this.cfg.listeners, onDatagram);
     const ready = {
       listen: this.cfg.listeners.map((l) => (l.address.includes(':') ? `[${l.address}]:${l.port}` : `${l.address}:${l.port}`)),
       backend: main.name,

@@ -2,7 +2,6 @@
 // docs/web-knock-page.md): the profile of freshly generated keys, and the text
 // `sesame keygen --web URL` and `sesame up --web URL` print: the link to the page
 // with the profile in its fragment, and the same link as a terminal QR code.
-import QRCode from 'qrcode';
 import type { GeneratedKeys } from '../client/keygen.js';
 import { buildWebLink, DEFAULT_WEB_PORT, type WebProfile } from './link.js';
 
@@ -28,7 +27,8 @@ export function profileForKeys(keys: GeneratedKeys, input: WebProfileInput): Web
 /** The link and its QR code, ready for a terminal. Throws WebLinkError on a bad URL or profile. */
 export async function webLinkBlock(pageUrl: string, profile: WebProfile): Promise<string> {
   const link = buildWebLink(pageUrl, profile);
-  const qr = await QRCode.toString(link, { type: 'terminal', small: true, errorCorrectionLevel: 'L' });
+  // qrcode is loaded only here, never at the daemon's start (docs/startup.md).
+  const qr = await (await import('qrcode')).default.toString(link, { type: 'terminal', small: true, errorCorrectionLevel: 'L' });
   return [
     'For a phone\'s web browser (no app): open this link or scan the QR code; the page imports the',
     'gateway from the part after "#" (never sent to any server), then one tap knocks. Keep it secret.',

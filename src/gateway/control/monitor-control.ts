@@ -7,7 +7,7 @@ import type { GatewayConfig } from '../../config/model.js';
 import { runtimeDir } from '../instance-lock.js';
 import type { Logger } from '../log.js';
 import type { Monitor } from '../privsep/monitor.js';
-import { z } from 'zod';
+import * as z from 'zod';
 import { CONTROL_PROTOCOL, controlSocketPath, startControlServer, type ControlServer } from './server.js';
 
 const text = z.string().max(300);

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, lstatSync, realpathSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Logger } from '../log.js';
 
 export const CONTROL_PROTOCOL = 1;

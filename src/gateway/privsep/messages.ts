@@ -3,13 +3,20 @@
 // Monitor -> worker: the configuration (keys included: the worker cannot read
 // root-only key files), reloads, stop, and answers to requests. Worker ->
 // monitor: typed requests (validated by validate.ts), 'ready' once its
-// listeners are bound, 'fatal' when it cannot start.
-import type { GatewayConfig } from '../../config/model.js';
+// listeners are bound, 'fatal' when it cannot start. 'listen' comes first,
+// right after the fork: the worker binds its sockets while the monitor still
+// loads the firewall (docs/startup.md); 'config' only once the backends are up.
+import type { GatewayConfig, Listener } from '../../config/model.js';
+
+/** The monitor's main backend, and a rule's command-cycle backend, by name (no zod here: the worker imports this). */
+export const MAIN_BACKEND = 'main';
+export const commandBackendName = (rule: string): string => `cmd:${rule}`;
 
 /** What the worker must know about a backend the monitor holds for it. */
 export interface RemoteBackendInfo { name: string; expiresItself: boolean }
 
 export type ToWorker =
+  | { t: 'listen'; listeners: Listener[]; cwd?: string }
   | { t: 'config'; cfg: GatewayConfig; main?: RemoteBackendInfo }
   | { t: 'reload'; cfg: GatewayConfig }
   | { t: 'stop' }
@@ -20,6 +27,8 @@ export type ToWorker =
 export type FromWorker =
   | { t: 'ready'; fields: Record<string, unknown> }
   | { t: 'fatal'; error: string }
+  /** A preforked worker could not move into the state directory (docs/startup.md): the monitor forks another. */
+  | { t: 'cwd_refused'; error: string }
   | { t: 'status'; id: number; value: unknown }
   | { t: 'req'; id: number; [k: string]: unknown };
 

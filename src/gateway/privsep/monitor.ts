@@ -9,9 +9,9 @@
 // once per reason). A worker that dies is restarted with a bounded backoff
 // while the guard stays in place (fail closed). RouterOS needs no privilege:
 // it runs entirely in the worker.
-import { fork, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { grantPrefixProblem } from '../grant-prefix.js';
-import { fileURLToPath } from 'node:url';
 import type { Backend } from '../../backends/backend.js';
 import { createBackend } from '../../backends/index.js';
 import type { AccessRule, GatewayConfig } from '../../config/model.js';
@@ -21,7 +21,9 @@ import type { FirewallFinding } from '../../doctor/host-firewall.js';
 import { Gateway, runCommandMessage } from '../daemon.js';
 import type { Logger } from '../log.js';
 import { ensureStateDir } from '../state.js';
-import { findSetpriv, hasSetpcap, resolveWorkerUser, setprivArgs, type WorkerIdentity } from './identity.js';
+import { findSetpriv, hasSetpcap, resolveWorkerUser, type WorkerIdentity } from './identity.js';
+import { forkWorker } from './worker-spawn.js';
+import { sameIdentity, takePreforked } from './prefork.js';
 import type { FromWorker, ToWorker } from './messages.js';
 import { MAIN_BACKEND, commandBackendName, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
 import { relayOutput } from '../stdio.js';
@@ -37,7 +39,6 @@ export interface MonitorOptions {
   backoffMs?: { min: number; max: number };
 }
 
-const WORKER_MODULE = fileURLToPath(new URL('./worker-main.js', import.meta.url));
 /** A worker that stayed up this long is healthy again: its next crash restarts at the shortest delay. */
 const HEALTHY_MS = 30_000;
 const STOP_GRACE_MS = 3000;
@@ -46,13 +47,7 @@ const FIRST_READY_MS = 60_000;
 
 class FirstStartError extends Error {}
 
-/** What the worker inherits of the environment: no secrets (router passwords are resolved here), only what Node and TLS need. */
-const WORKER_ENV = ['PATH', 'LANG', 'LC_ALL', 'TZ', 'NODE_OPTIONS', 'NODE_EXTRA_CA_CERTS', 'SSL_CERT_FILE', 'SSL_CERT_DIR'];
-export function workerEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = {};
-  for (const k of WORKER_ENV) if (env[k] !== undefined) out[k] = env[k];
-  return out;
-}
+export { workerEnv } from './worker-spawn.js';
 
 export class Monitor {
   private readonly backends = new Map<string, Backend>();
@@ -62,11 +57,17 @@ export class Monitor {
   private delayMs: number;
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** The worker gets its configuration only once the backends are up (the guard is in place). */
+  private backendsReady = false;
   private readyOnce: { resolve: (f: Record<string, unknown>) => void; reject: (e: Error) => void } | undefined;
   private readonly refusalsLogged = new Set<RefusalReason>();
   private refusals = 0;
   private readonly setprivPath: string;
   private readonly dropBounding: boolean;
+  /** The first worker was forked before this process loaded its code (prefork.ts, docs/startup.md). */
+  private preforked = false;
+  /** A preforked worker that could not move into the state directory: replaced, not a failure. */
+  private readonly replaceOnExit = new WeakSet<ChildProcess>();
   private readonly statusWaiters = new Map<number, (v: unknown) => void>();
   private nextStatusId = 1;
   readonly startedAt = Date.now();
@@ -90,28 +91,45 @@ export class Monitor {
       onAdopt: (f) => opts.log.info('state_dir_adopted', { ...f, message: `state directory now owned by ${identity.name}, who runs the packet parser` }),
     });
     const m = new Monitor(cfg, identity, opts);
-    await m.initBackends();
+    // Start-up (docs/startup.md): the worker is forked FIRST, so its node start and its socket bind
+    // overlap the backends' init (nft runs). It gets its configuration, and can decide anything,
+    // only once initBackends() is done: the guard is in place before any grant and before 'ready'.
+    let timer: NodeJS.Timeout | undefined;
+    const ready = new Promise<Record<string, unknown>>((resolve, reject) => {
+      m.readyOnce = { resolve, reject };
+      m.startFirstWorker();
+      timer = setTimeout(() => {
+        m.readyOnce = undefined;
+        m.stopping = true;
+        m.worker?.kill('SIGKILL');
+        reject(new Error(`the packet parser (worker) was not ready within ${FIRST_READY_MS / 1000}s; see the lines above`));
+      }, FIRST_READY_MS);
+    }).finally(() => clearTimeout(timer));
+    // Awaited below, after the backends: a worker failing meanwhile is reported then, not as unhandled.
+    ready.catch(() => undefined);
     try {
-      let timer: NodeJS.Timeout | undefined;
-      const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
-        m.readyOnce = { resolve, reject };
-        m.spawn();
-        timer = setTimeout(() => {
-          m.readyOnce = undefined;
-          m.stopping = true;
-          m.worker?.kill('SIGKILL');
-          reject(new Error(`the packet parser (worker) was not ready within ${FIRST_READY_MS / 1000}s; see the lines above`));
-        }, FIRST_READY_MS);
-      }).finally(() => clearTimeout(timer));
-      return { monitor: m, ready: { ...ready, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name } };
+      await m.initBackends();
+    } catch (e) {
+      m.abandonWorker();
+      throw e;
+    }
+    m.backendsReady = true;
+    if (m.worker) m.sendConfig(m.worker);
+    try {
+      const fields = await ready;
+      return { monitor: m, ready: { ...fields, state_dir: cfg.stateDir, worker_pid: m.worker?.pid, worker_user: identity.name, ...(m.preforked ? { worker_preforked: true } : {}) } };
     } catch (e) {
       // No restarts of a worker that never started: the caller reports the reason and exits.
-      m.stopping = true;
-      if (m.restartTimer) clearTimeout(m.restartTimer);
-      m.worker?.kill('SIGKILL');
+      m.abandonWorker();
       await m.shutdownBackends();
       throw e;
     }
+  }
+
+  private abandonWorker(): void {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.worker?.kill('SIGKILL');
   }
 
   /** Start the host-firewall check (after ready; again when the watchdog restored sesame's table). Never fails. */
@@ -145,19 +163,30 @@ export class Monitor {
     }
   }
 
+  /** The worker bin/sesame.js forked early when it is the one this configuration needs; otherwise a new one. */
+  private startFirstWorker(): void {
+    const pre = takePreforked();
+    if (pre && !this.opts.workerModule && sameIdentity(pre.identity, this.identity) && pre.dropBounding === this.dropBounding) {
+      this.preforked = true;
+      // Absolute: the preforked worker runs in "/", not in this process's directory.
+      this.attach(pre.child, path.resolve(this.cfg.stateDir));
+      return;
+    }
+    pre?.child.kill('SIGKILL');
+    this.spawn();
+  }
+
   private spawn(): void {
     this.restartTimer = undefined;
-    const child = fork(this.opts.workerModule ?? WORKER_MODULE, [], {
-      execPath: this.setprivPath,
-      execArgv: [...setprivArgs(this.identity, this.dropBounding), process.execPath],
-      // The worker may not be able to reach the state dir by path (a private parent): it starts inside it.
-      cwd: this.cfg.stateDir,
-      // Not inherited: the worker writes to pipes this process drains, and relayOutput()
-      // passes its lines on without ever blocking (a stalled reader never stalls the parser).
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      serialization: 'advanced',
-      env: workerEnv(process.env),
+    const child = forkWorker({
+      setpriv: this.setprivPath, identity: this.identity, dropBounding: this.dropBounding, cwd: this.cfg.stateDir,
+      ...(this.opts.workerModule ? { module: this.opts.workerModule } : {}),
     });
+    this.attach(child);
+  }
+
+  /** moveTo: a preforked worker runs in "/" and first moves into the state directory. */
+  private attach(child: ChildProcess, moveTo?: string): void {
     this.worker = child;
     relayOutput(child);
     this.workerStartedAt = Date.now();
@@ -165,6 +194,12 @@ export class Monitor {
     child.on('error', (e) => this.opts.log.error('worker_error', { error: e.message }));
     // 'close', not 'exit': every message the worker sent (its 'fatal' reason) has been read by then.
     child.on('close', (code, signal) => this.onExit(child, code, signal));
+    // Bind now (docs/startup.md); the configuration follows when the backends are up (at once on a restart).
+    this.sendTo(child, { t: 'listen', listeners: this.cfg.listeners, ...(moveTo !== undefined ? { cwd: moveTo } : {}) });
+    if (this.backendsReady) this.sendConfig(child);
+  }
+
+  private sendConfig(child: ChildProcess): void {
     void this.workerConfig(this.cfg).then(
       (cfg) => this.sendTo(child, { t: 'config', cfg, ...this.mainInfo() }),
       (e) => { this.opts.log.error('worker_config_failed', { error: (e as Error).message }); child.kill('SIGKILL'); },
@@ -209,6 +244,15 @@ export class Monitor {
       }
       return;
     }
+    // Only the preforked worker, once, during the first start: any other worker saying so is refused
+    // below like any unknown request (no way to skip the restart backoff).
+    if (m?.t === 'cwd_refused' && this.preforked && this.readyOnce) {
+      // The state directory is not reachable by path for sesame's user (a private parent): fork one inside it.
+      this.preforked = false;
+      this.replaceOnExit.add(child);
+      child.kill('SIGKILL');
+      return;
+    }
     if (m?.t === 'status') {
       const done = typeof m.id === 'number' ? this.statusWaiters.get(m.id) : undefined;
       if (done) { this.statusWaiters.delete(m.id); done(m.value); }
@@ -217,6 +261,8 @@ export class Monitor {
     if (m?.t === 'fatal') {
       const msg = typeof m.error === 'string' ? m.error.slice(0, 500) : 'unknown error';
       if (this.readyOnce) {
+        // Never restarted: the start fails with this reason (once the backends' init is over).
+        this.stopping = true;
         this.readyOnce.reject(new FirstStartError(msg));
         this.readyOnce = undefined;
       } else {
@@ -307,7 +353,12 @@ export class Monitor {
     if (child !== this.worker) return;
     this.worker = undefined;
     if (this.stopping) return;
+    if (this.replaceOnExit.has(child)) {
+      this.spawn();
+      return;
+    }
     if (this.readyOnce) {
+      this.stopping = true;
       this.readyOnce.reject(new Error(`the packet parser (worker) exited before it was ready (${signal ?? `status ${code}`}); see the lines above`));
       this.readyOnce = undefined;
       return;

@@ -13,8 +13,9 @@ import type { GatewayConfig } from '../../config/model.js';
 import { MAX_CLIENT_TIMEOUT } from '../../spa/message.js';
 import { allowedPrefixes, networkOf } from '../grant-prefix.js';
 
-export const MAIN_BACKEND = 'main';
-export const commandBackendName = (rule: string): string => `cmd:${rule}`;
+import { MAIN_BACKEND, commandBackendName } from './messages.js';
+
+export { MAIN_BACKEND, commandBackendName };
 
 /** What the monitor's configuration allows; built by policyFromConfig. */
 export interface MonitorPolicy {
@@ -64,46 +65,53 @@ export function policyFromConfig(cfg: GatewayConfig): MonitorPolicy {
   return { backends, ports: any ? 'any' : ports, maxTimeoutSec, maxCycleTimeoutSec: maxCycle, nat, commandRules, prefixes: allowedPrefixes(cfg) };
 }
 
-const ipLiteral = z.string().max(64).refine((s) => ipFamily(s) !== undefined, 'not an IP address literal');
-const port = z.number().int().min(1).max(65535);
-const seconds = z.number().finite().min(0);
+// Built at the first request, not when the module loads: zod's schema construction costs the
+// daemon's start ~15 ms before the worker is forked (docs/startup.md).
+function buildRequestSchema() {
+  const ipLiteral = z.string().max(64).refine((s) => ipFamily(s) !== undefined, 'not an IP address literal');
+  const port = z.number().int().min(1).max(65535);
+  const seconds = z.number().finite().min(0);
 
-const natSchema = z.strictObject({
-  host: z.string().max(64),
-  port,
-  local: z.boolean(),
-  masquerade: z.boolean().optional(),
-  snatAddress: ipLiteral.optional(),
-});
+  const natSchema = z.strictObject({
+    host: z.string().max(64),
+    port,
+    local: z.boolean(),
+    masquerade: z.boolean().optional(),
+    snatAddress: ipLiteral.optional(),
+  });
 
-const grantSchema = z.strictObject({
-  address: ipLiteral,
-  family: z.union([z.literal(4), z.literal(6)]),
-  proto: z.enum(['tcp', 'udp']),
-  port,
-  expiresAt: z.number().finite(),
-  timeoutSec: seconds,
-  clientTimeoutSec: seconds,
-  rule: z.string().min(1).max(256),
-  nat: natSchema.optional(),
-  packetSource: ipLiteral.optional(),
-  destination: ipLiteral.optional(),
-  prefix: z.number().int().min(0).max(128).optional(),
-});
+  const grantSchema = z.strictObject({
+    address: ipLiteral,
+    family: z.union([z.literal(4), z.literal(6)]),
+    proto: z.enum(['tcp', 'udp']),
+    port,
+    expiresAt: z.number().finite(),
+    timeoutSec: seconds,
+    clientTimeoutSec: seconds,
+    rule: z.string().min(1).max(256),
+    nat: natSchema.optional(),
+    packetSource: ipLiteral.optional(),
+    destination: ipLiteral.optional(),
+    prefix: z.number().int().min(0).max(128).optional(),
+  });
 
-const backendName = z.string().min(1).max(300);
-const id = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+  const backendName = z.string().min(1).max(300);
+  const id = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-const requestSchema = z.discriminatedUnion('op', [
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('init'), backend: backendName }),
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('list'), backend: backendName }),
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('shutdown'), backend: backendName }),
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('open'), backend: backendName, grant: grantSchema }),
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('close'), backend: backendName, grant: grantSchema }),
-  z.strictObject({ t: z.literal('req'), id, op: z.literal('command'), rule: z.string().min(1).max(256), command: z.string().min(1).max(MAX_COMMAND_BYTES) }),
-]);
+  const requestSchema = z.discriminatedUnion('op', [
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('init'), backend: backendName }),
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('list'), backend: backendName }),
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('shutdown'), backend: backendName }),
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('open'), backend: backendName, grant: grantSchema }),
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('close'), backend: backendName, grant: grantSchema }),
+    z.strictObject({ t: z.literal('req'), id, op: z.literal('command'), rule: z.string().min(1).max(256), command: z.string().min(1).max(MAX_COMMAND_BYTES) }),
+  ]);
+  return requestSchema;
+}
+let requestSchemaOnce: ReturnType<typeof buildRequestSchema> | undefined;
+const requestSchema = (): ReturnType<typeof buildRequestSchema> => (requestSchemaOnce ??= buildRequestSchema());
 
-export type Request = z.infer<typeof requestSchema>;
+export type Request = z.infer<ReturnType<typeof buildRequestSchema>>;
 
 export type Validated =
   | { ok: true; request: Request }
@@ -124,7 +132,7 @@ function refuse(reason: RefusalReason, detail: string, raw: unknown): Validated 
 export function validateRequest(raw: unknown, policy: MonitorPolicy, nowMs: number): Validated {
   const op = (raw as { op?: unknown } | null)?.op;
   if (typeof op !== 'string' || !OPS.has(op)) return refuse('unknown_op', `unknown operation ${JSON.stringify(op)?.slice(0, 40) ?? 'undefined'}`, raw);
-  const parsed = requestSchema.safeParse(raw);
+  const parsed = requestSchema().safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     return refuse('malformed', `${issue?.path.join('.') || 'request'}: ${issue?.message ?? 'invalid'}`, raw);
