@@ -371,13 +371,12 @@ describeWith('privsep: the packet parser has no privileges (nftables guard, real
     expect(events(daemon!, 'ready')).toHaveLength(1);
   });
 
-  it('a SIGKILLed monitor takes the worker with it within a second', async () => {
+  it('a SIGKILLed monitor takes the worker with it (parent-death signal)', async () => {
     const worker = workerOf(daemon!);
     await lab.stop(daemon!.child, 'SIGKILL');
     daemon = undefined;
-    const t0 = Date.now();
-    await waitFor('worker gone', 1000, () => (processAlive(worker) ? undefined : true));
-    expect(Date.now() - t0).toBeLessThan(1000);
+    // Bounded wait, not a timing assertion: without the parent-death signal the worker lives on.
+    await waitFor('worker gone', 3000, () => (processAlive(worker) ? undefined : true));
   });
 
   it('forged requests over the real channel are refused and nothing reaches the firewall', async () => {
