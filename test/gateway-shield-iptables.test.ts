@@ -20,6 +20,7 @@ import { IptablesIpsetBackend } from '../src/backends/iptables-ipset.js';
 import { ipLengthBounds, shieldFilterRules, shieldNames } from '../src/backends/iptables-shield.js';
 import { removeGuard } from '../src/backends/teardown.js';
 import { analyzeIptables, parseIptablesSave } from '../src/doctor/iptables-analysis.js';
+import { runDoctor } from '../src/doctor/checks.js';
 
 const GW4 = '198.51.100.1';
 // sesame's default chain (the backend tests), and the one a fwknopd.conf configures (the daemon tests).
@@ -112,6 +113,13 @@ for (const mode of ['ipset', 'rules'] as const) {
         expect((await rulesOf(lab, tool, 'raw', 'PREROUTING'))[0]).toBe(`-A PREROUTING -j ${FWK.raw}`);
         expect(await rulesOf(lab, tool, 'raw', FWK.raw)).toEqual([`-A ${FWK.raw} -p udp -m udp --dport ${SPA_PORT} -j CT --notrack`]);
       }
+    });
+
+    it('sesame doctor finds nothing dropping the SPA port with the shield in place', async () => {
+      const lines = await runDoctor({ fwknopdConf: files.conf, accessConf: files.access, netns: lab.host('gw').ns });
+      const fw = lines.filter((l) => l.check === 'host_firewall');
+      expect(fw.length).toBeGreaterThan(0);
+      expect(fw.filter((l) => l.status !== 'ok' && new RegExp(`${SPA_PORT}|${FWK.filter}`).test(`${l.what} ${l.fix ?? ''}`))).toEqual([]);
     });
 
     it('keeps no conntrack entry for datagrams to the SPA port, while a knock still opens', async () => {
@@ -229,7 +237,7 @@ describeWith('iptables backend: the shield across restarts, chain rewrites and s
   });
 });
 
-describe('doctor: the shield chain is sesame\'s own', () => {
+describe('doctor: the shield is not mistaken for a drop of the SPA port', () => {
   it('does not count the shield\'s drops against the SPA port', () => {
     const names = shieldNames(CHAIN);
     const rules = shieldFilterRules(4, { ports: [SPA_PORT], ratePerSec: 20, burst: 40 }, names).map((a) => `-A ${SHIELD} ${a.join(' ')}`);

@@ -171,12 +171,6 @@ export async function removeShield(r: ShieldRunner, fam: Fam, names: ShieldNames
   }
 }
 
-/** Whether a chain name is one of the shield's (doctor: its drops are sesame's own, on purpose). */
-export function isShieldChain(sesameChain: string, name: string): boolean {
-  const n = shieldNames(sesameChain);
-  return name === n.filter || name === n.raw;
-}
-
 function quoteArg(a: string): string {
   return /^[A-Za-z0-9_.:/!,+-]+$/.test(a) ? a : `"${a.replace(/["\\]/g, '\\$&')}"`;
 }

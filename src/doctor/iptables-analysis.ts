@@ -10,7 +10,6 @@
 // will insert it (its jump position), so the answer is the same before and
 // after start.
 import { splitRuleLine } from '../backends/iptables.js';
-import { isShieldChain } from '../backends/iptables-shield.js';
 import { both, not, walkChain, type Outcome, type Probe, type RuleEval, type Truth, type Verdict, type Walker } from './chain-walk.js';
 
 export interface IptChain { name: string; policy?: string; rules: string[][] }
@@ -126,9 +125,6 @@ export function evaluateIptRule(args: string[], probe: Probe, opts: IptablesAnal
         else if (opts.sesameChain && t === opts.sesameChain.name) {
           // sesame's chain accepts exactly the granted clients on the guarded ports; the SPA port is not in it.
           verdict = probe.purpose === 'guarded' ? { kind: 'accept' } : { kind: 'continue' };
-        } else if (opts.sesameChain && isShieldChain(opts.sesameChain.name, t)) {
-          // The SPA port's shield (iptables-shield.ts) drops only floods and impossible lengths, never a real knock.
-          verdict = { kind: 'continue' };
         } else if (['QUEUE', 'NFQUEUE', 'TPROXY', 'SET', 'TEE', 'SYNPROXY'].includes(t)) verdict = { kind: 'unknown', why: `target ${t}` };
         else verdict = { kind: a === '-g' || a === '--goto' ? 'goto' : 'jump', target: t };
         // iptables-save prints the target last; what follows are its own options (--reject-with ...).
