@@ -107,9 +107,10 @@ export interface ShieldRunner {
 interface ShieldPart { table: ShieldTable; hook: string; chain: string; rules: string[][]; jumps: string[][] }
 
 function parts(fam: Fam, spec: SpaShieldSpec, names: ShieldNames): ShieldPart[] {
+  // Filter first: a kernel without the raw table (or xt_CT) still gets the drops.
   return [
-    { table: 'raw', hook: 'PREROUTING', chain: names.raw, rules: shieldRawRules(spec), jumps: [['-j', names.raw]] },
     { table: 'filter', hook: 'INPUT', chain: names.filter, rules: shieldFilterRules(fam, spec, names), jumps: shieldJumps(spec, names) },
+    { table: 'raw', hook: 'PREROUTING', chain: names.raw, rules: shieldRawRules(spec), jumps: [['-j', names.raw]] },
   ];
 }
 
