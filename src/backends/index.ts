@@ -7,6 +7,7 @@ import type { BackendConfig } from '../config/model.js';
 import { createCommandBackend } from './command.js';
 import { createIptablesBackend } from './iptables.js';
 import { IptablesIpsetBackend } from './iptables-ipset.js';
+import type { SpaShieldSpec } from './iptables-shield.js';
 import { createLogBackend } from './log.js';
 import { createNftablesBackend, type NftablesOptions } from './nftables.js';
 
@@ -15,6 +16,8 @@ export interface BackendFactoryOptions {
   nftRuleset?: NftablesOptions['ruleset'];
   /** nftables: called when the watchdog restored the table after a flush. */
   onNftRestored?: NftablesOptions['onRestored'];
+  /** iptables (both modes): the SPA port's kernel shield (iptables-shield.ts). */
+  iptablesShield?: SpaShieldSpec;
 }
 
 export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: BackendFactoryOptions = {}): Backend {
@@ -24,9 +27,11 @@ export function createBackend(cfg: BackendConfig, log: BackendLogger, opts: Back
         ...(opts.nftRuleset ? { ruleset: opts.nftRuleset } : {}),
         ...(opts.onNftRestored ? { onRestored: opts.onNftRestored } : {}),
       });
-    case 'iptables':
+    case 'iptables': {
       // fwknop's one-rule-per-grant layout only when asked for; else kernel-expired ipsets (iptables-ipset.ts).
-      return cfg.mode === 'rules' ? createIptablesBackend(cfg, log) : new IptablesIpsetBackend(cfg, log);
+      const o = opts.iptablesShield ? { spaShield: opts.iptablesShield } : {};
+      return cfg.mode === 'rules' ? createIptablesBackend(cfg, log, o) : new IptablesIpsetBackend(cfg, log, o);
+    }
     case 'command':
       return createCommandBackend(cfg, log);
     case 'log':

@@ -20,6 +20,7 @@ import type { BackendConfig } from '../config/model.js';
 import type { Proto } from '../spa/types.js';
 import { describeFailure, netnsPrefix, runProgram, type RunResult } from './exec.js';
 import { ExpiryTimer } from './expiry.js';
+import { installShield, removeShield, shieldNames, type ShieldNames, type ShieldRunner, type SpaShieldSpec } from './iptables-shield.js';
 
 /** From this many expiring rules on, chains are rewritten instead of edited rule by rule. */
 const REBUILD_THRESHOLD = 64;
@@ -41,10 +42,12 @@ export interface IptablesOptions {
    * the IPv6 ones, like the IPv6 grants.
    */
   permanentRules?: { fam: 4 | 6; args: string[] }[];
+  /** The SPA port's kernel shield (iptables-shield.ts), installed by init; shutdown removes it either way. */
+  spaShield?: SpaShieldSpec;
 }
 
 type Fam = 4 | 6;
-type Table = 'filter' | 'nat';
+type Table = 'filter' | 'nat' | 'raw';
 type Role = 'input' | 'forward' | 'prerouting' | 'postrouting';
 interface PendingOpen { g: Grant; key: string; resolve: () => void; reject: (e: Error) => void }
 
@@ -122,10 +125,13 @@ export class IptablesBackend implements Backend {
   private queue: Promise<unknown> = Promise.resolve();
   private readonly pendingOpens: PendingOpen[] = [];
   private readonly permanent: { fam: Fam; args: string[] }[];
+  private readonly shield: ShieldNames;
+  private readonly shieldSpec: SpaShieldSpec | undefined;
 
   constructor(private readonly cfg: IptablesConfig, private readonly log: BackendLogger, opts: IptablesOptions = {}) {
     this.prefix = netnsPrefix(opts.netns);
     this.permanent = opts.permanentRules ?? [];
+    this.shieldSpec = opts.spaShield;
     this.timeoutMs = opts.commandTimeoutMs ?? 20_000;
     const validChain = (n: string): boolean => /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$/.test(n);
     if (!validChain(cfg.chain)) throw new Error(`iptables chain name "${cfg.chain}" is invalid: letters, digits, _ . - (max 28)`);
@@ -142,6 +148,8 @@ export class IptablesBackend implements Backend {
       prerouting: { role: 'prerouting', table: 'nat', from: 'PREROUTING', name: derived('PREROUTING'), position: 1 },
       postrouting: { role: 'postrouting', table: 'nat', from: 'POSTROUTING', name: derived('POSTROUTING'), position: 1 },
     };
+    // Shorter than the POSTROUTING chain's name, so valid whenever that one is.
+    this.shield = shieldNames(cfg.chain);
     this.timer = new ExpiryTimer<undefined>(
       (due) => this.locked(async () => {
         const rules: OwnedRule[] = [];
@@ -192,9 +200,11 @@ export class IptablesBackend implements Backend {
     const from = await this.must(fam, c.table, ['-S', c.from]);
     const rules = from.stdout.split('\n').map(splitRuleLine).filter((t) => t[0] === '-A' && t[1] === c.from);
     const jumpAt = rules.flatMap((t, i) => (t.length === 4 && t[2] === '-j' && t[3] === c.name ? [i + 1] : []));
-    if (!(jumpAt.length === 1 && jumpAt[0] === Math.min(c.position, rules.length))) {
+    // The shield's jumps sit above everything in INPUT: the configured position counts below them.
+    const above = c.role === 'input' ? rules.filter((t) => t[t.length - 2] === '-j' && t[t.length - 1] === this.shield.filter).length : 0;
+    if (!(jumpAt.length === 1 && jumpAt[0] === Math.min(c.position + above, rules.length))) {
       for (let k = 0; k < jumpAt.length; k++) await this.run(fam, c.table, ['-D', c.from, '-j', c.name]);
-      const pos = Math.min(c.position, rules.length - jumpAt.length + 1);
+      const pos = Math.min(c.position + above, rules.length - jumpAt.length + 1);
       await this.must(fam, c.table, ['-I', c.from, String(pos), '-j', c.name]);
     }
     this.ready.add(id);
@@ -230,6 +240,7 @@ export class IptablesBackend implements Backend {
           this.log.warn('iptables_ipv6_unavailable', { tool: this.cfg.ip6tables, error: (e as Error).message, note: 'IPv6 grants will be refused' });
           continue;
         }
+        if (this.shieldSpec) await this.installShieldFor(fam, this.shieldSpec);
         for (const c of Object.values(this.chains)) {
           const lines = await this.listChain(fam, c);
           if (!lines) continue;
@@ -413,6 +424,7 @@ export class IptablesBackend implements Backend {
     this.timer.stop();
     await this.locked(async () => {
       for (const fam of this.families) {
+        await removeShield(this.shieldRunner(), fam, this.shield);
         for (const c of Object.values(this.chains)) {
           if ((await this.run(fam, c.table, ['-S', c.name])).code !== 0) continue;
           const from = await this.run(fam, c.table, ['-S', c.from]);
@@ -426,6 +438,26 @@ export class IptablesBackend implements Backend {
       this.log.info('iptables_removed', { chain: this.cfg.chain, grantsClosed: this.live.size });
       this.live.clear();
     });
+  }
+
+  // ---- the SPA port's shield (iptables-shield.ts) ---------------------------
+
+  private shieldRunner(): ShieldRunner {
+    return {
+      run: (fam, table, args) => this.run(fam, table, args),
+      restore: (fam, input) => runProgram(`${this.tool(fam)}-restore`, ['-w', '--noflush'], { input, timeoutMs: this.timeoutMs }, this.prefix),
+      fail: (fam, what, r) => new Error(`${this.tool(fam)} ${what} ${describeFailure(r)}`),
+    };
+  }
+
+  /** A shield that cannot be built (no hashlimit/length/CT module) leaves grants working as before: warn, do not fail. */
+  private async installShieldFor(fam: Fam, spec: SpaShieldSpec): Promise<void> {
+    try {
+      await installShield(this.shieldRunner(), fam, spec, this.shield);
+      this.log.info('iptables_shield_ready', { family: fam, chains: [this.shield.filter, this.shield.raw], ports: spec.ports, ratePerSec: spec.ratePerSec, burst: spec.burst });
+    } catch (e) {
+      this.log.warn('iptables_shield_failed', { family: fam, error: (e as Error).message, fix: 'load the kernel modules xt_length, xt_hashlimit and xt_CT (iptable_raw), then restart sesame' });
+    }
   }
 
   // ---- rules ---------------------------------------------------------------

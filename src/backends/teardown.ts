@@ -16,7 +16,7 @@ export function guardDescription(cfg: BackendConfig): string | undefined {
     case 'nftables':
       return cfg.mode === 'guard' ? `the nftables table inet ${cfg.table} (guard and grants)` : undefined;
     case 'iptables':
-      return `the iptables/ip6tables chains ${cfg.chain} (and the derived FORWARD/PREROUTING/POSTROUTING chains) with their jumps${cfg.mode === 'rules' ? '' : `, and the ipsets ${cfg.chain}_4 and ${cfg.chain}_6`}`;
+      return `the iptables/ip6tables chains ${cfg.chain} (and the derived FORWARD/PREROUTING/POSTROUTING chains and the SPA port's SHIELD/NOTRACK chains) with their jumps${cfg.mode === 'rules' ? '' : `, and the ipsets ${cfg.chain}_4 and ${cfg.chain}_6`}`;
     default:
       return undefined;
   }

@@ -155,7 +155,8 @@ export class Gateway {
     // The SPA port's shield in the kernel: impossible lengths and per-source floods never reach the socket.
     const spaShield = { ports: [...new Set(cfg.listeners.map((l) => l.port))], ratePerSec: cfg.rateLimit.packetsPerSecond, burst: cfg.rateLimit.burst };
     const nftRuleset = cfg.backend.kind === 'nftables' && cfg.backend.mode === 'guard' ? { ...merged, spaShield } : merged;
-    return createBackend(cfg.backend, backendLoggerOf(opts.log), { ...(nftRuleset ? { nftRuleset } : {}), ...(onNftRestored ? { onNftRestored } : {}) });
+    const iptablesShield = cfg.backend.kind === 'iptables' ? { iptablesShield: spaShield } : {};
+    return createBackend(cfg.backend, backendLoggerOf(opts.log), { ...(nftRuleset ? { nftRuleset } : {}), ...(onNftRestored ? { onNftRestored } : {}), ...iptablesShield });
   }
 
   /** Knock doors live in sesame's nftables table and add to the same granted sets as SPA grants. */
