@@ -14,6 +14,7 @@ import { SERVICE_PORT, SESAME_BIN, SPA_PORT, startSesame, waitForLine, writeFwkn
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
+import { FLOOD, FLOWS, gatewayCounters } from './harness/spa-flood.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
 import { createIptablesBackend, type IptablesConfig } from '../src/backends/iptables.js';
 import { IptablesIpsetBackend } from '../src/backends/iptables-ipset.js';
@@ -28,40 +29,6 @@ const CHAIN = 'SESAME_INPUT';
 const SHIELD = 'SESAME_SHIELD';
 const NOTRACK = 'SESAME_NOTRACK';
 const FWK = shieldNames('FWKNOP_INPUT');
-
-/** Send `count` datagrams of `bytes` bytes to the gateway, as fast as one process can. */
-const FLOOD = `
-const dgram = require('node:dgram');
-const [host, port, count, bytes] = process.argv.slice(1);
-const s = dgram.createSocket('udp4');
-const payload = Buffer.alloc(Number(bytes), 0x41);
-let sent = 0;
-function next() { if (sent >= Number(count)) { s.close(); return; } sent++; s.send(payload, Number(port), host, next); }
-next();`;
-
-/** Send `count` datagrams of `bytes` bytes, each from a socket of its own (a new source port: a new flow). */
-const FLOWS = `
-const dgram = require('node:dgram');
-const [host, port, count, bytes] = process.argv.slice(1);
-const payload = Buffer.alloc(Number(bytes), 0x41);
-let sent = 0;
-function next() {
-  if (sent >= Number(count)) return;
-  sent++;
-  const s = dgram.createSocket('udp4');
-  s.send(payload, Number(port), host, () => { s.close(); setTimeout(next, 5); });
-}
-next();`;
-
-/** The gateway's conntrack entries now, and the datagrams its kernel delivered to UDP sockets so far. */
-async function gatewayCounters(lab: Lab): Promise<{ conntrack: number; delivered: number }> {
-  const ct = await lab.exec('gw', 'cat', ['/proc/sys/net/netfilter/nf_conntrack_count']);
-  const snmp = await lab.exec('gw', 'cat', ['/proc/net/snmp']);
-  const udp = snmp.stdout.split('\n').filter((l) => l.startsWith('Udp:'));
-  const names = udp[0]!.split(/\s+/);
-  const values = udp[1]!.split(/\s+/).map(Number);
-  return { conntrack: Number(ct.stdout.trim()), delivered: values[names.indexOf('InDatagrams')]! };
-}
 
 /** Lines of `iptables -S CHAIN` (empty when the chain does not exist). */
 async function rulesOf(lab: Lab, tool: 'iptables' | 'ip6tables', table: 'filter' | 'raw', chain: string): Promise<string[]> {
