@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { addUser, removeUser, rotateUser, UserError } from '../src/users/edit.js';
 import { userAdd, userList, userRemove, userRotate, userShow, writeConfigAtomically, type UserIo } from '../src/users/commands.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
+import { change } from './harness/text-change.js';
 
 const NOW_S = 1_795_000_000;
 const K1 = Buffer.alloc(32, 1).toString('base64');
@@ -42,15 +43,6 @@ const ORIGINAL = [
   '# trailing comment, kept',
   '',
 ].join('\n');
-
-/** The edit as one contiguous change: [prefix kept, removed part, inserted part, suffix kept]. */
-function change(before: string, after: string): { removed: string; inserted: string } {
-  let p = 0;
-  while (p < before.length && p < after.length && before[p] === after[p]) p++;
-  let s = 0;
-  while (s < before.length - p && s < after.length - p && before[before.length - 1 - s] === after[after.length - 1 - s]) s++;
-  return { removed: before.slice(p, before.length - s), inserted: after.slice(p, after.length - s) };
-}
 
 const entry = (n: number) => ({ key_base64: Buffer.alloc(32, 10 + n).toString('base64'), hmac_key_base64: Buffer.alloc(64, 20 + n).toString('base64'), created: '2026-12-02T00:00:00Z' });
 

@@ -18,6 +18,7 @@ import { SERVICE_PORT, SESAME_BIN, SPA_PORT, events, fwknopKnockFrom, nftSetElem
 import { HMAC_B64, KEY_B64 } from './harness/fwknop.js';
 import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
+import { change } from './harness/text-change.js';
 
 const GW4 = '198.51.100.1';
 const CL4 = '198.51.100.2';
@@ -57,15 +58,6 @@ function printedStanza(out: string, name: string): string {
     stanza.push(l.trim());
   }
   return stanza.join('\n') + '\n';
-}
-
-/** The edit as one contiguous change. */
-function change(before: string, after: string): { removed: string; inserted: string } {
-  let p = 0;
-  while (p < before.length && p < after.length && before[p] === after[p]) p++;
-  let s = 0;
-  while (s < before.length - p && s < after.length - p && before[before.length - 1 - s] === after[after.length - 1 - s]) s++;
-  return { removed: before.slice(p, before.length - s), inserted: after.slice(p, after.length - s) };
 }
 
 describeWith('sesame user add / remove / rotate against a running daemon (nftables guard, real fwknop)', ['netns', 'nft', 'fwknop', 'setpriv'], () => {

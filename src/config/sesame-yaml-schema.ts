@@ -214,14 +214,19 @@ const natSchema = strict({
   forward_all: bool().optional(),
 });
 
-/** One entry of a rule's `keys:` list (several dated key sets, docs/users.md); checked further by sesame-yaml.ts. */
-const ruleKeySchema = strict({
+/** A key set's fields: a rule's own (single-key form) and each entry of its `keys:` list. */
+const keySetFields = {
   key: secretText('the encryption passphrase').optional(),
   key_base64: base64().optional(),
   key_file: filePath().optional(),
   hmac_key: secretText('the HMAC passphrase').optional(),
   hmac_key_base64: base64().optional(),
   hmac_key_file: filePath().optional(),
+};
+
+/** One entry of a rule's `keys:` list (several dated key sets, docs/users.md); checked further by sesame-yaml.ts. */
+const ruleKeySchema = strict({
+  ...keySetFields,
   created: expires().optional(),
   not_after: expires().optional(),
 });
@@ -238,12 +243,7 @@ export const ruleSchema = strict({
   name: text('a rule name').optional(),
   source: addresses(),
   destination: addresses().optional(),
-  key: secretText('the encryption passphrase').optional(),
-  key_base64: base64().optional(),
-  key_file: filePath().optional(),
-  hmac_key: secretText('the HMAC passphrase').optional(),
-  hmac_key_base64: base64().optional(),
-  hmac_key_file: filePath().optional(),
+  ...keySetFields,
   keys: z.array(ruleKeySchema).optional(),
   insecure_no_hmac: bool().optional(),
   hmac_digest: choice(DIGEST_TYPES).optional(),
