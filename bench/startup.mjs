@@ -7,7 +7,9 @@
 // table every second). RSS is the whole process tree's (VmRSS summed over the
 // daemon and its descendants: sesame's monitor, its unprivileged worker and
 // its `nft monitor`), with the monitor and the worker also shown apart.
-// Medians over the starts.
+// Medians over the starts. Every daemon starts with the environment a systemd
+// service gets (SERVICE_ENV); when the shell sets NODE_EXTRA_CA_CERTS, sesame
+// is also started as many times with the shell's environment, to show its cost.
 import { readdirSync, readFileSync } from 'node:fs';
 import { sleep } from './lib/lab.mjs';
 import { startDaemon } from './lib/gateways.mjs';
@@ -66,9 +68,18 @@ export async function run(ctx) {
       }
     }
     const med = (k) => summary(runs.map((r) => r[k]).filter((x) => typeof x === 'number')).median;
+    const inherited = [];
+    if (!kind.startsWith('fwknopd') && process.env.NODE_EXTRA_CA_CERTS) {
+      for (let i = 0; i < starts; i++) {
+        const d = await startDaemon(ctx.lab, kind, ctx.cfg, { inherit: true });
+        inherited.push(d.boundMs);
+        await d.stop();
+      }
+    }
     out[kind] = {
       runs, boundMs: med('boundMs'), readyLogMs: med('readyLogMs'), idleRssKiB: med('idleRssKiB'),
       monitorRssKiB: med('monitorRssKiB'), workerRssKiB: med('workerRssKiB'), idleCpuPct: med('idleCpuPct'),
+      ...(inherited.length ? { inheritedBoundRuns: inherited, inheritedBoundMs: summary(inherited).median } : {}),
     };
   }
   return out;
@@ -79,6 +90,7 @@ export function rows(r) {
   return [
     { section: 'Memory and start-up (median of the starts)' },
     row('start to UDP port bound, ms', (v) => v.boundMs, (x) => x.toFixed(0)),
+    row('  the same with the shell\'s NODE_EXTRA_CA_CERTS, ms', (v) => v.inheritedBoundMs, (x) => x.toFixed(0)),
     row('start to "ready" logged, ms', (v) => v.readyLogMs ?? undefined, (x) => x.toFixed(0)),
     row('idle RSS MiB (whole process tree)', (v) => v.idleRssKiB / 1024, (x) => x.toFixed(1)),
     row('  of which the daemon (monitor) MiB', (v) => v.monitorRssKiB / 1024, (x) => x.toFixed(1)),

@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 // The `sesame` command. It runs the bundles `npm run build` makes
 // (scripts/build-bundle.mjs, docs/startup.md): one file per entry point, so a
-// start compiles one file instead of resolving a tree of modules. The daemon
-// (serve, up) has a smaller bundle of its own, and `serve` forks its
-// unprivileged worker first, from a small bundle, so the worker's node boots
-// while this one compiles the daemon (prefork.ts). Stack traces name the bundle's
-// lines; NODE_OPTIONS=--enable-source-maps maps them to src/ (it costs ~80 ms
-// at every start, so it is not the default).
+// start reads one file instead of resolving a tree of modules, run from V8's
+// code cache built beside it (src/startup/code-cache.ts), so it is not
+// compiled either. The daemon (serve, up) has a smaller bundle of its own,
+// and `serve` forks its unprivileged worker first, from a small bundle, so
+// the worker's node boots while this one loads the daemon (prefork.ts).
+// Stack traces name the bundle's lines; NODE_OPTIONS=--enable-source-maps
+// maps them to src/ (it costs ~80 ms at every start, so it is not the default).
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
 const argv = process.argv.slice(2);
 const daemon = argv[0] === 'serve' || argv[0] === 'up';
 if (argv[0] === 'serve') (await import('../dist/bundle/prefork.js')).preforkWorker(argv);
-const { main } = await import(daemon ? '../dist/bundle/daemon.js' : '../dist/bundle/sesame.js');
+const { runBundle } = createRequire(import.meta.url)('../dist/bundle/code-cache.cjs');
+const { main } = runBundle(fileURLToPath(new URL(daemon ? '../dist/bundle/daemon.cjs' : '../dist/bundle/sesame.cjs', import.meta.url)));
 
 main(argv).then(
   (code) => { process.exitCode = code; },

@@ -1,26 +1,35 @@
 #!/usr/bin/env node
 // scripts/build-bundle.mjs -- the files node really runs (docs/startup.md),
 // built by `npm run build` after tsc: one esbuild bundle per entry point, so a
-// start reads and compiles one file instead of resolving a tree of ~150
-// modules (that tree cost ~400 ms per process; the daemon starts two).
-//   dist/bundle/sesame.js       the whole CLI (bin/sesame.js imports it)
-//   dist/bundle/daemon.js       serve and up only (bin/sesame.js imports it for
+// start reads one file instead of resolving a tree of ~150 modules (that tree
+// cost ~400 ms per process; the daemon starts two).
+//   dist/bundle/sesame.cjs      the whole CLI (bin/sesame.js runs it)
+//   dist/bundle/daemon.cjs      serve and up only (bin/sesame.js runs it for
 //                               those): the privsep monitor
 //   dist/bundle/prefork.js      `serve` forks its worker with it before loading
-//                               daemon.js (src/gateway/privsep/prefork.ts)
+//                               daemon.cjs (src/gateway/privsep/prefork.ts)
 //   dist/bundle/worker-main.js  the privsep worker's entry (forked by the monitor,
 //                               which finds it next to itself, like in
 //                               dist/gateway/privsep/): small, it binds the
-//                               sockets first, then imports
-//   dist/bundle/worker-gateway.js  the worker's gateway (kept out of worker-main.js)
-//   dist/bundle/gateway-metrics.js  prom-client and sesame's metrics (docs/metrics.md),
-//                               imported by the gateway only when metrics are on
-// Both sit two levels below the repository, as dist/cli/*.js does, so the paths
-// the code derives from import.meta.url (bin/sesame.js, dist/web/page) still hold.
+//                               sockets first, then runs worker-gateway.cjs
+//   dist/bundle/worker-gateway.cjs  the worker's gateway (kept out of worker-main.js)
+//   dist/bundle/gateway-metrics.cjs  prom-client and sesame's metrics (docs/metrics.md),
+//                               required by the gateway only when metrics are on
+//   dist/bundle/code-cache.cjs  runs the three big .cjs bundles from V8's code
+//                               cache (src/startup/code-cache.ts), which this
+//                               script writes next to each (<bundle>.vcache):
+//                               compiling them was most of a start
+// The big bundles are CommonJS because node 20 can give a code cache only to
+// a vm.Script (their import() calls become require()); the small ones stay ES
+// modules. All sit two levels below the
+// repository, as dist/cli/*.js does, so the paths the code derives from
+// import.meta.url (bin/sesame.js, dist/web/page) still hold.
 // Heavy optional libraries stay outside and are imported only when used:
 // ioredis (a cluster: config) and qrcode (`sesame up --web`, `sesame web`).
-// Each bundle has a linked source map (bin/sesame.js turns source maps on).
+// Each bundle has a linked source map (NODE_OPTIONS=--enable-source-maps).
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -29,41 +38,84 @@ export const BUNDLE_DIR = path.join(root, 'dist/bundle');
 /** Loaded on demand from node_modules, never at start (test/startup-bundle.test.ts checks it). */
 export const LAZY_PACKAGES = ['ioredis', 'qrcode'];
 
-await build({
-  entryPoints: {
-    sesame: path.join(root, 'src/cli/main.ts'),
-    daemon: path.join(root, 'src/cli/main-daemon.ts'),
-    prefork: path.join(root, 'src/gateway/privsep/prefork.ts'),
-    'worker-main': path.join(root, 'src/gateway/privsep/worker-main.ts'),
-    'worker-gateway': path.join(root, 'src/gateway/privsep/worker-gateway.ts'),
-    'gateway-metrics': path.join(root, 'src/metrics/gateway-metrics.ts'),
-  },
-  // Bundles kept apart, imported at run time from next to the importer: worker-main.ts loads
-  // './worker-gateway.js' after binding; telemetry.ts loads './gateway-metrics.js' (prom-client,
-  // 150 KB that every start would compile) only when metrics are on.
-  plugins: [{
-    name: 'bundles-apart',
-    setup(b) {
-      const apart = { './worker-gateway.js': 'worker-main.ts', './gateway-metrics.js': 'telemetry.ts' };
-      b.onResolve({ filter: /^\.\/(worker-gateway|gateway-metrics)\.js$/ }, (a) => (a.importer.endsWith(apart[a.path]) ? { path: a.path, external: true } : undefined));
-    },
-  }],
+const common = {
   outdir: BUNDLE_DIR,
   bundle: true,
   platform: 'node',
-  format: 'esm',
   target: 'node20',
   // Not split: a chunk per dynamic import would bring the module tree back.
   splitting: false,
   external: LAZY_PACKAGES,
   sourcemap: 'linked',
-  // Compiling is most of a start: whitespace and syntax minification halves the bytes V8
-  // parses; identifiers keep their names (keepNames too: error names like UsageError, stack traces).
+  // Whitespace and syntax minification halves the bytes V8 reads; identifiers keep
+  // their names (keepNames too: error names like UsageError, stack traces).
   minifyWhitespace: true,
   minifySyntax: true,
   keepNames: true,
   legalComments: 'none',
+  logLevel: 'warning',
+};
+
+// The big bundles: CommonJS, run by code-cache.cjs from their code cache.
+await build({
+  ...common,
+  entryPoints: {
+    sesame: path.join(root, 'src/cli/main.ts'),
+    daemon: path.join(root, 'src/cli/main-daemon.ts'),
+    'worker-gateway': path.join(root, 'src/gateway/privsep/worker-gateway.ts'),
+    'code-cache': path.join(root, 'src/startup/code-cache.ts'),
+    'gateway-metrics': path.join(root, 'src/metrics/gateway-metrics.ts'),
+  },
+  format: 'cjs',
+  outExtension: { '.js': '.cjs' },
+  // A vm.Script has no module loader of its own in node 20 (USE_MAIN_CONTEXT_DEFAULT_LOADER is
+  // experimental and warns): every import() becomes a require(), which resolves beside the bundle.
+  supported: { 'dynamic-import': false },
+  // telemetry.ts imports './gateway-metrics.js' (prom-client, 150 KB every start would compile)
+  // only when metrics are on: a bundle of its own, required from beside the gateway's.
+  plugins: [{
+    name: 'bundles-apart',
+    setup(b) {
+      b.onResolve({ filter: /^\.\/gateway-metrics\.js$/ }, (a) => (a.importer.endsWith('telemetry.ts') ? { path: './gateway-metrics.cjs', external: true } : undefined));
+    },
+  }],
+  define: { 'import.meta.url': '__sesameModuleUrl' },
+  banner: { js: "const __sesameModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+
+// The small ES modules: bin/sesame.js imports prefork.js, the monitor forks worker-main.js.
+await build({
+  ...common,
+  entryPoints: {
+    prefork: path.join(root, 'src/gateway/privsep/prefork.ts'),
+    'worker-main': path.join(root, 'src/gateway/privsep/worker-main.ts'),
+  },
+  format: 'esm',
+  // worker-main.ts loads './worker-gateway.js' after binding: here, that is worker-gateway.cjs run from its cache.
+  plugins: [{
+    name: 'worker-gateway-from-cache',
+    setup(b) {
+      b.onResolve({ filter: /^\.\/worker-gateway\.js$/ }, (a) => (a.importer.endsWith('worker-main.ts') ? { path: 'worker-gateway', namespace: 'cached-bundle' } : undefined));
+      b.onResolve({ filter: /^\.\/code-cache\.cjs$/ }, (a) => ({ path: a.path, external: true }));
+      b.onLoad({ filter: /.*/, namespace: 'cached-bundle' }, () => ({
+        contents: "module.exports = require('./code-cache.cjs').runBundle(require.resolve('./worker-gateway.cjs'));",
+        loader: 'js',
+      }));
+    },
+  }],
   // The CommonJS dependencies (commander) call require() for node's own modules.
   banner: { js: "import { createRequire as __sesameCreateRequire } from 'node:module'; const require = __sesameCreateRequire(import.meta.url);" },
-  logLevel: 'warning',
 });
+
+// The code caches, each made in a node of its own (the bundle's top level runs), written whole or not at all.
+for (const name of ['sesame', 'daemon', 'worker-gateway']) {
+  const bundle = path.join(BUNDLE_DIR, `${name}.cjs`);
+  const cache = execFileSync(process.execPath, ['-e', 'process.stdout.write(require(process.argv[1]).makeCodeCache(process.argv[2]))', path.join(BUNDLE_DIR, 'code-cache.cjs'), bundle], { maxBuffer: 64 << 20 });
+  const tmp = `${bundle}.vcache.${process.pid}.tmp`;
+  writeFileSync(tmp, cache, { flag: 'wx', mode: 0o644 });
+  renameSync(tmp, `${bundle}.vcache`);
+}
+// Bundles of an earlier layout would shadow nothing but mislead: remove them.
+for (const old of ['sesame.js', 'daemon.js', 'worker-gateway.js', 'gateway-metrics.js']) {
+  for (const f of [old, `${old}.map`]) rmSync(path.join(BUNDLE_DIR, f), { force: true });
+}

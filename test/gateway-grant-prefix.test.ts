@@ -15,7 +15,9 @@ import { Lab, sleep } from './harness/netns.js';
 import { describeWith } from './harness/requirements.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 import { applyGrantPrefix, grantPrefixProblem, networkOf } from '../src/gateway/grant-prefix.js';
-import { validateRequest, policyFromConfig } from '../src/gateway/privsep/validate.js';
+import { loadRequestSchema, validateRequest, policyFromConfig } from '../src/gateway/privsep/validate.js';
+
+await loadRequestSchema();
 
 const GW4 = '198.51.100.1';
 const GW6 = '2001:db8::1';

@@ -8,12 +8,13 @@
 // worker and monitor deaths; and the state directory's owner/mode checks and
 // symlink-proof files.
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadFwknopConfig } from '../src/config/fwknop.js';
 import type { Grant } from '../src/backends/backend.js';
-import { resolveWorkerUser, setprivArgs, parsePasswdLine } from '../src/gateway/privsep/identity.js';
-import { policyFromConfig, validateRequest, type MonitorPolicy } from '../src/gateway/privsep/validate.js';
+import { resolveWorkerUser, setprivArgs, parsePasswdLine, passwdSources, findInPasswd } from '../src/gateway/privsep/identity.js';
+import { loadRequestSchema, policyFromConfig, validateRequest, type MonitorPolicy } from '../src/gateway/privsep/validate.js';
 import { ensureStateDir, openStateAppend, stateDirProblem, writeFileAtomic } from '../src/gateway/state.js';
 import {
   SERVICE_PORT, SPA_PORT, SESAME_BIN, events, startDaemon, fwknopKnockFrom, nftSetElements, scratchPath, startSesame, waitForEvents, writeFwknopConfig, type RunningDaemon,
@@ -89,13 +90,23 @@ describe('privsep validator (pure)', () => {
   const check = (req: Record<string, unknown>) => validateRequest({ t: 'req', id: 7, ...req }, policy, now);
   const reason = (req: Record<string, unknown>) => { const v = check(req); return v.ok ? 'accepted' : v.reason; };
 
-  beforeAll(() => {
+  beforeAll(async () => {
     files = writeFwknopConfig({ accessTimeout: 30 });
     const cfg = loadFwknopConfig(files.conf, files.access, { backend: 'nftables' });
     ruleName = cfg.rules[0]!.name;
     policy = policyFromConfig(cfg);
+    await loadRequestSchema();
   });
   afterAll(() => rmSync(files.dir, { recursive: true, force: true }));
+
+  it('refuses every request as not_ready until its schema is loaded (the monitor loads it after sending listen)', async () => {
+    vi.resetModules();
+    const fresh = await import('../src/gateway/privsep/validate.js');
+    const req = { t: 'req', id: 3, op: 'open', backend: 'main', grant: good() };
+    expect(fresh.validateRequest(req, policy, now)).toMatchObject({ ok: false, reason: 'not_ready', id: 3 });
+    await fresh.loadRequestSchema();
+    expect(fresh.validateRequest(req, policy, now).ok).toBe(true);
+  });
 
   it('accepts what the configuration allows (so the refusals below mean something)', () => {
     expect(reason({ op: 'open', backend: 'main', grant: good() })).toBe('accepted');
@@ -153,6 +164,26 @@ describe('privsep validator (pure)', () => {
     expect(setprivArgs({ uid: 999, gid: 995, name: 'sesame', switchUser: false }, false)).not.toContain('--reuid=999');
     expect(parsePasswdLine('sesame:x:999:995::/nonexistent:/usr/sbin/nologin\n')).toEqual({ name: 'sesame', uid: 999, gid: 995 });
     expect(parsePasswdLine('garbage')).toBeUndefined();
+  });
+
+  it('reads the user from /etc/passwd only when NSS asks it first, and takes its first entry', () => {
+    expect(passwdSources('# c\npasswd:         files systemd\ngroup: files\n')).toEqual(['files', 'systemd']);
+    expect(passwdSources('passwd: ldap [NOTFOUND=return] files\n')).toEqual(['ldap', 'files']);
+    expect(passwdSources('passwd: compat\n')).toEqual(['compat']);
+    expect(passwdSources('group: files\n')).toEqual([]);
+    const passwd = 'root:x:0:0:root:/root:/bin/bash\nsesamex:x:5:5::/:/bin/false\nsesame:x:999:995::/nonexistent:/usr/sbin/nologin\nsesame:x:7:7::/:/bin/false\n';
+    expect(findInPasswd(passwd, 'sesame')).toEqual({ name: 'sesame', uid: 999, gid: 995 });
+    expect(findInPasswd(passwd, 'sesam')).toBeUndefined();
+    expect(findInPasswd(passwd, 'nobody-here')).toBeUndefined();
+  });
+});
+
+describeWith('privsep: the worker user', ['root'], () => {
+  it('resolves the worker user to what getent answers', () => {
+    const viaGetent = parsePasswdLine(execFileSync('getent', ['passwd', 'sesame'], { encoding: 'utf8' }));
+    const id = resolveWorkerUser('sesame', true);
+    expect({ name: id.name, uid: id.uid, gid: id.gid }).toEqual(viaGetent);
+    expect(() => resolveWorkerUser('no-such-user-sesame', true)).toThrow(/user no-such-user-sesame does not exist; .*useradd/);
   });
 });
 

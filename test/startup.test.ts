@@ -28,13 +28,15 @@ import { describeWith } from './harness/requirements.js';
 const BUNDLE = path.join(REPO_DIR, 'dist/bundle');
 
 /** The modules each traced process loaded: its argv line and every file (not node: builtins). */
-function traces(dir: string): { argv: string; files: string[] }[] {
+function traces(dir: string): { argv: string; files: string[]; bundles: string[] }[] {
   return readdirSync(dir).filter((f) => f.startsWith('loaded-')).map((f) => {
     const lines = readFileSync(path.join(dir, f), 'utf8').split('\n').filter(Boolean);
     const files = lines.filter((l) => l.startsWith('esm file:') || l.startsWith('cjs '))
       .map((l) => (l.startsWith('esm ') ? new URL(l.slice(4)).pathname : l.slice(4)))
       .filter((p) => !p.startsWith(dir));
-    return { argv: lines.find((l) => l.startsWith('argv '))?.slice(5) ?? '', files: [...new Set(files)] };
+    // "FILE used": the bundle ran from its code cache.
+    const bundles = lines.filter((l) => l.startsWith('bundle ')).map((l) => l.slice(7));
+    return { argv: lines.find((l) => l.startsWith('argv '))?.slice(5) ?? '', files: [...new Set(files)], bundles };
   });
 }
 
@@ -105,14 +107,15 @@ describe('EarlyListeners: sockets bound before the gateway attaches', () => {
 });
 
 describe('the built CLI loads its bundle, not the module tree', () => {
-  it('sesame keygen --qr: bin/sesame.js and dist/bundle/sesame.js, and qrcode only because it is asked for (the tracer sees lazy packages)', async () => {
+  it('sesame keygen --qr: bin/sesame.js and dist/bundle/sesame.cjs from its code cache, and qrcode only because it is asked for (the tracer sees lazy packages)', async () => {
     const dir = traceDir();
     try {
       await new Promise<void>((resolve, reject) => execFile(process.execPath, [SESAME_BIN, 'keygen', '--qr'], { env: traceEnv(dir), timeout: 30_000 }, (e) => (e ? reject(e) : resolve())));
       const t = traces(dir);
       expect(t).toHaveLength(1);
       const ours = t[0]!.files.filter((f) => !f.includes('/node_modules/'));
-      expect(ours.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'sesame.js')].sort());
+      expect(ours.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'code-cache.cjs')].sort());
+      expect(t[0]!.bundles).toEqual([`${path.join(BUNDLE, 'sesame.cjs')} used`]);
       expect(t[0]!.files.some((f) => /\/node_modules\/qrcode\//.test(f))).toBe(true);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -186,8 +189,11 @@ describeWith('sesame serve starts from its bundles, binds early and grants only 
       expect(monitor, JSON.stringify(t)).toBeDefined();
       expect(worker, JSON.stringify(t)).toBeDefined();
       // prefork.js first (it forks the worker), then the daemon.
-      expect(monitor!.files.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'daemon.js'), path.join(BUNDLE, 'prefork.js')].sort());
-      expect(worker!.files.sort()).toEqual([path.join(BUNDLE, 'worker-gateway.js'), path.join(BUNDLE, 'worker-main.js')].sort());
+      expect(monitor!.files.sort()).toEqual([SESAME_BIN, path.join(BUNDLE, 'code-cache.cjs'), path.join(BUNDLE, 'prefork.js')].sort());
+      expect(worker!.files.sort()).toEqual([path.join(BUNDLE, 'code-cache.cjs'), path.join(BUNDLE, 'worker-main.js')].sort());
+      // The two big bundles ran from V8's code cache, not compiled (docs/startup.md).
+      expect(monitor!.bundles).toEqual([`${path.join(BUNDLE, 'daemon.cjs')} used`]);
+      expect(worker!.bundles).toEqual([`${path.join(BUNDLE, 'worker-gateway.cjs')} used`]);
       for (const x of t) expect(x.files.filter((f) => /ioredis/.test(f))).toEqual([]);
     } finally {
       if (d) await lab.stop(d.child);

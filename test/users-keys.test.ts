@@ -164,7 +164,8 @@ describe('which grants a reload revokes (ruleGone)', async () => {
 });
 
 describe('privilege separation: closing the grants of a removed command-cycle rule', async () => {
-  const { validateRequest, policyFromConfig } = await import('../src/gateway/privsep/validate.js');
+  const { loadRequestSchema, validateRequest, policyFromConfig } = await import('../src/gateway/privsep/validate.js');
+  await loadRequestSchema();
   const cfg = { rules: [rule(undefined, { name: 'keep' })], backend: { kind: 'log' } } as unknown as Parameters<typeof policyFromConfig>[0];
   const req = (op: 'open' | 'close') => ({
     t: 'req', id: 1, op, backend: 'cmd:gone',

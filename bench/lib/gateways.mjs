@@ -94,10 +94,20 @@ function udpBound(pid, port) {
 }
 
 /**
+ * The environment systemd gives a service without Environment= lines (the
+ * unit `sesame install` writes has none), the same for both daemons. The
+ * shell's environment is not representative: this machine's sets
+ * NODE_EXTRA_CA_CERTS, which makes every node process parse ~140 CA
+ * certificates before it runs a line (about 90 ms each here; docs/startup.md).
+ * `inherit: true` (bench/startup.mjs, for comparison) passes the shell's.
+ */
+export const SERVICE_ENV = Object.freeze({ PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' });
+
+/**
  * Start one daemon on the config; resolves when its UDP port is bound (and,
  * for sesame, its "ready" line is logged). Times are ms from spawn.
  */
-export async function startDaemon(lab, kind, cfg, { boundMs = 30_000 } = {}) {
+export async function startDaemon(lab, kind, cfg, { boundMs = 30_000, inherit = false } = {}) {
   await resetFirewall(lab, kind);
   const stateDir = mkdtempSync(path.join(os.tmpdir(), 'sesame-bench-state-'));
   const fwknopd = kind.startsWith('fwknopd');
@@ -107,7 +117,7 @@ export async function startDaemon(lab, kind, cfg, { boundMs = 30_000 } = {}) {
     : [process.execPath, [...(process.env.BENCH_SESAME_NODE_ARGS ?? '').split(' ').filter(Boolean), path.join(REPO, 'bin/sesame.js'), 'serve', '--fwknopd-conf', cfg.conf, '--access-conf', cfg.access,
       '--backend', kind === 'sesame-nftables' ? 'nftables' : 'iptables', ...(kind === 'sesame-iptables-rules' ? ['--iptables-mode', 'rules'] : []), '--state-dir', stateDir, '--log-format', 'json']];
   const t0 = performance.now();
-  const child = lab.spawn('gw', cmd, args);
+  const child = lab.spawn('gw', cmd, args, { env: inherit ? process.env : { ...SERVICE_ENV } });
   const d = {
     kind, child, pid: child.pid, stateDir, logBytes: 0, tail: [], readyLogMs: null, boundMs: null,
     async stop() {

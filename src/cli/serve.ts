@@ -9,7 +9,7 @@ import { loadFwknopConfig } from '../config/fwknop.js';
 import { CONFIG_DEFAULTS, defaultGuardPorts } from '../config/defaults.js';
 import { Monitor } from '../gateway/privsep/monitor.js';
 import { Logger, stderrSink } from '../gateway/log.js';
-import { runUp, type UpCliOptions } from './up.js';
+import type { UpCliOptions } from './up.js';
 import { notifyReady, notifyStopping } from '../service/notify.js';
 import { exitPromptly, guardStdio, safeWrite } from '../gateway/stdio.js';
 import { acquireInstanceLocks } from '../gateway/instance-lock.js';
@@ -183,6 +183,8 @@ export function registerServe(program: Command): void {
     .option('--foreground', 'run in this terminal even where systemd runs (default there: install and start the sesame service)')
     .option('--web <url>', 'also print a provisioning link and QR code for the web knock page hosted at URL')
     .action(async (ports: string[], o: UpCliOptions & { user?: string }) => {
+      // Loaded only for `up` (it brings yaml): never on `serve`'s start.
+      const { runUp } = await import('./up.js');
       process.exitCode = await runUp(ports, o, {
         serve: (load, banner, configFile) => serve(load, (cfg, gw) => {
           banner(cfg);

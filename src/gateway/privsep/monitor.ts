@@ -25,7 +25,7 @@ import { findSetpriv, hasSetpcap, resolveWorkerUser, type WorkerIdentity } from 
 import { forkWorker } from './worker-spawn.js';
 import { sameIdentity, takePreforked } from './prefork.js';
 import type { FromWorker, ToWorker } from './messages.js';
-import { MAIN_BACKEND, commandBackendName, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
+import { MAIN_BACKEND, commandBackendName, loadRequestSchema, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
 import { relayOutput } from '../stdio.js';
 
 export interface MonitorOptions {
@@ -108,6 +108,8 @@ export class Monitor {
     // Awaited below, after the backends: a worker failing meanwhile is reported then, not as unhandled.
     ready.catch(() => undefined);
     try {
+      // The worker was told where to listen: now the gate's schema, before the worker can get a configuration.
+      await loadRequestSchema();
       await m.initBackends();
     } catch (e) {
       m.abandonWorker();

@@ -6,9 +6,9 @@
 // hostile packets, so it is treated as possibly compromised: only the typed
 // operations below exist, each field is checked against what the
 // configuration could ever have granted, and unknown fields are refused.
-import * as z from 'zod';
 import type { Grant } from '../../backends/backend.js';
 import { ipFamily } from '../../backends/grant-check.js';
+import type { Request } from './request-schema.js';
 import type { GatewayConfig } from '../../config/model.js';
 import { MAX_CLIENT_TIMEOUT } from '../../spa/message.js';
 import { allowedPrefixes, networkOf } from '../grant-prefix.js';
@@ -16,6 +16,7 @@ import { allowedPrefixes, networkOf } from '../grant-prefix.js';
 import { MAIN_BACKEND, commandBackendName } from './messages.js';
 
 export { MAIN_BACKEND, commandBackendName };
+export type { Request };
 
 /** What the monitor's configuration allows; built by policyFromConfig. */
 export interface MonitorPolicy {
@@ -38,7 +39,6 @@ export interface MonitorPolicy {
 
 /** Lifetimes are computed from the worker's clock a moment before the monitor sees them. */
 export const TIMEOUT_SLACK_SEC = 5;
-const MAX_COMMAND_BYTES = 1500;
 
 export function policyFromConfig(cfg: GatewayConfig): MonitorPolicy {
   const backends = new Set([MAIN_BACKEND]);
@@ -65,60 +65,22 @@ export function policyFromConfig(cfg: GatewayConfig): MonitorPolicy {
   return { backends, ports: any ? 'any' : ports, maxTimeoutSec, maxCycleTimeoutSec: maxCycle, nat, commandRules, prefixes: allowedPrefixes(cfg) };
 }
 
-// Built at the first request, not when the module loads: zod's schema construction costs the
-// daemon's start ~15 ms before the worker is forked (docs/startup.md).
-function buildRequestSchema() {
-  const ipLiteral = z.string().max(64).refine((s) => ipFamily(s) !== undefined, 'not an IP address literal');
-  const port = z.number().int().min(1).max(65535);
-  const seconds = z.number().finite().min(0);
-
-  const natSchema = z.strictObject({
-    host: z.string().max(64),
-    port,
-    local: z.boolean(),
-    masquerade: z.boolean().optional(),
-    snatAddress: ipLiteral.optional(),
-  });
-
-  const grantSchema = z.strictObject({
-    address: ipLiteral,
-    family: z.union([z.literal(4), z.literal(6)]),
-    proto: z.enum(['tcp', 'udp']),
-    port,
-    expiresAt: z.number().finite(),
-    timeoutSec: seconds,
-    clientTimeoutSec: seconds,
-    rule: z.string().min(1).max(256),
-    nat: natSchema.optional(),
-    packetSource: ipLiteral.optional(),
-    destination: ipLiteral.optional(),
-    prefix: z.number().int().min(0).max(128).optional(),
-  });
-
-  const backendName = z.string().min(1).max(300);
-  const id = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-
-  const requestSchema = z.discriminatedUnion('op', [
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('init'), backend: backendName }),
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('list'), backend: backendName }),
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('shutdown'), backend: backendName }),
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('open'), backend: backendName, grant: grantSchema }),
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('close'), backend: backendName, grant: grantSchema }),
-    z.strictObject({ t: z.literal('req'), id, op: z.literal('command'), rule: z.string().min(1).max(256), command: z.string().min(1).max(MAX_COMMAND_BYTES) }),
-  ]);
-  return requestSchema;
+// zod (its module alone costs ~15 ms to evaluate) and the request schema load
+// after the worker has been told where to listen (Monitor.start awaits this
+// before the worker can get a configuration, docs/startup.md). Until then
+// every request is refused.
+type SchemaModule = typeof import('./request-schema.js');
+let schemaModule: SchemaModule | undefined;
+export async function loadRequestSchema(): Promise<void> {
+  schemaModule ??= await import('./request-schema.js');
 }
-let requestSchemaOnce: ReturnType<typeof buildRequestSchema> | undefined;
-const requestSchema = (): ReturnType<typeof buildRequestSchema> => (requestSchemaOnce ??= buildRequestSchema());
-
-export type Request = z.infer<ReturnType<typeof buildRequestSchema>>;
 
 export type Validated =
   | { ok: true; request: Request }
   | { ok: false; reason: RefusalReason; detail: string; id?: number };
 
 export type RefusalReason =
-  | 'malformed' | 'prefix_not_allowed' | 'unknown_op' | 'unknown_backend' | 'family_mismatch' | 'port_not_allowed'
+  | 'not_ready' | 'malformed' | 'prefix_not_allowed' | 'unknown_op' | 'unknown_backend' | 'family_mismatch' | 'port_not_allowed'
   | 'timeout_too_long' | 'expiry_inconsistent' | 'nat_not_allowed' | 'command_not_allowed';
 
 const OPS = new Set(['init', 'list', 'shutdown', 'open', 'close', 'command']);
@@ -132,7 +94,8 @@ function refuse(reason: RefusalReason, detail: string, raw: unknown): Validated 
 export function validateRequest(raw: unknown, policy: MonitorPolicy, nowMs: number): Validated {
   const op = (raw as { op?: unknown } | null)?.op;
   if (typeof op !== 'string' || !OPS.has(op)) return refuse('unknown_op', `unknown operation ${JSON.stringify(op)?.slice(0, 40) ?? 'undefined'}`, raw);
-  const parsed = requestSchema().safeParse(raw);
+  if (!schemaModule) return refuse('not_ready', 'the monitor is still starting', raw);
+  const parsed = schemaModule.requestSchema().safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     return refuse('malformed', `${issue?.path.join('.') || 'request'}: ${issue?.message ?? 'invalid'}`, raw);
