@@ -6,16 +6,18 @@
 // compiled either. The daemon (serve, up) has a smaller bundle of its own,
 // and `serve` forks its unprivileged worker first, from a small bundle, so
 // the worker's node boots while this one loads the daemon (prefork.ts).
+// CommonJS (bin/package.json): node starts an ES module entry ~8 ms slower.
 // Stack traces name the bundle's lines; NODE_OPTIONS=--enable-source-maps
 // maps them to src/ (it costs ~80 ms at every start, so it is not the default).
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+'use strict';
+const path = require('node:path');
 
+const BUNDLE_DIR = path.join(__dirname, '../dist/bundle');
 const argv = process.argv.slice(2);
 const daemon = argv[0] === 'serve' || argv[0] === 'up';
-if (argv[0] === 'serve') (await import('../dist/bundle/prefork.js')).preforkWorker(argv);
-const { runBundle } = createRequire(import.meta.url)('../dist/bundle/code-cache.cjs');
-const { main } = runBundle(fileURLToPath(new URL(daemon ? '../dist/bundle/daemon.cjs' : '../dist/bundle/sesame.cjs', import.meta.url)));
+if (argv[0] === 'serve') require(path.join(BUNDLE_DIR, 'prefork.js')).preforkWorker(argv);
+const { runBundle } = require(path.join(BUNDLE_DIR, 'code-cache.cjs'));
+const { main } = runBundle(path.join(BUNDLE_DIR, daemon ? 'daemon.cjs' : 'sesame.cjs'));
 
 main(argv).then(
   (code) => { process.exitCode = code; },
