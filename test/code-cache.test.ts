@@ -6,13 +6,15 @@
 //  * the bundle edited to the same length (V8 checks only the length): stale,
 //    and the new source runs; a header for this source over garbage: rejected,
 //    and it still runs; require() inside a bundle resolves beside it;
-//  * the build's own caches belong to the bundles next to them.
+//  * the build's own caches belong to the bundles next to them; `sesame
+//    doctor` says so, and names a stale or missing one with the fix.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CACHE_SUFFIX, cacheFor } from '../src/startup/code-cache.js';
+import { CACHE_SUFFIX, cacheFor, codeCacheStatus } from '../src/startup/code-cache.js';
+import { codeCacheLines } from '../src/doctor/checks.js';
 import { REPO_DIR } from './harness/netns.js';
 
 const LOADER = path.join(REPO_DIR, 'dist/bundle/code-cache.cjs');
@@ -69,6 +71,24 @@ describe('bundles run from their code cache', () => {
     expect(runFresh(b)).toEqual({ value: 2, imported: 'beside', cache: 'rejected' });
     writeFileSync(b + CACHE_SUFFIX, Buffer.from('not a cache'));
     expect(runFresh(b)).toEqual({ value: 2, imported: 'beside', cache: 'stale' });
+  });
+
+  it('doctor: which bundles would start from their cache, and the fix for the others', () => {
+    const d = mkdtempSync(path.join(dir, 'doctor-'));
+    for (const name of ['sesame', 'daemon', 'worker-gateway']) writeFileSync(path.join(d, `${name}.cjs`), source(7));
+    makeCache(path.join(d, 'sesame.cjs'));
+    makeCache(path.join(d, 'worker-gateway.cjs'));
+    writeFileSync(path.join(d, 'worker-gateway.cjs'), source(8));
+    expect(codeCacheStatus(d)).toEqual([{ bundle: 'sesame.cjs', cache: 'used' }, { bundle: 'daemon.cjs', cache: 'missing' }, { bundle: 'worker-gateway.cjs', cache: 'stale' }]);
+    const lines = codeCacheLines(d);
+    expect(lines.map((l) => [l.status, l.what.split(':')[0], l.fix])).toEqual([
+      ['warn', 'daemon.cjs', 'rebuild: npm run build (it writes the caches beside the bundles)'],
+      ['warn', 'worker-gateway.cjs', 'rebuild: npm run build (it writes the caches beside the bundles)'],
+    ]);
+    const real = codeCacheLines(path.join(REPO_DIR, 'dist/bundle'));
+    expect(real).toHaveLength(1);
+    expect(real[0]).toMatchObject({ status: 'ok', check: 'code_cache' });
+    expect(real[0]!.what).toMatch(/^sesame\.cjs, daemon\.cjs, worker-gateway\.cjs start from their V8 code cache/);
   });
 
   it('the build wrote a cache for each big bundle, made from the bundle beside it', () => {

@@ -15,6 +15,7 @@ import { exitPromptly, guardStdio, safeWrite } from '../gateway/stdio.js';
 import { acquireInstanceLocks } from '../gateway/instance-lock.js';
 import { UsageError } from './errors.js';
 import { upFirewallText } from '../doctor/report.js';
+import { bundlesRun } from '../startup/code-cache.js';
 
 interface ServeOpts {
   config?: string;
@@ -123,6 +124,10 @@ export async function serve(load: () => Promise<GatewayConfig>, banner?: (cfg: G
   const { monitor: gw, ready } = await Monitor.start(cfg, { log, ...(privsep.user ? { user: privsep.user } : {}), ...(doors && doors.doors.length > 0 ? { doors: doors.doors } : {}) });
   // The worker's listeners are bound and the guard is up: the one place readiness is known.
   log.info('ready', ready);
+  // Started from a bundle whose code cache this node could not use: slower, never refused (docs/startup.md).
+  for (const b of bundlesRun()) {
+    if (b.cache !== 'used') log.warn('code_cache_unused', { bundle: b.file, cache: b.cache, fix: 'rebuild with npm run build; until then every start compiles this bundle (~40 ms slower)' });
+  }
   // After the start, never in its way (docs/doctor.md).
   gw.checkHostFirewall();
   banner?.(cfg, gw);

@@ -13,6 +13,8 @@ import { GRANTED4, GRANTED6, GUARD_CHAIN, GUARDED } from '../backends/nftables-r
 import { checkHostFirewall } from './host-firewall.js';
 import { parseNftTable, type NftTableDump } from './nft-analysis.js';
 import { firewallLines, type CheckLine } from './report.js';
+import { codeCacheStatus } from '../startup/code-cache.js';
+import { fileURLToPath } from 'node:url';
 
 export interface DoctorOptions extends ConfigSource {
   /** Run firewall tools inside this namespace (tests). */
@@ -37,6 +39,7 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckLine[]> {
     lines.push({ status: 'problem', check: 'config', what: (e as Error).message, fix: 'correct it (sesame config check shows the same error)' });
   }
   lines.push(await clockCheck(run, root, cfg?.maxPacketAgeSec ?? 120));
+  lines.push(...codeCacheLines());
   lines.push(...secretFileChecks(o));
   if (!cfg) {
     if (o.stateDir !== undefined) lines.push(...stateDirChecks(o.stateDir));
@@ -66,6 +69,23 @@ function portsText(cfg: GatewayConfig): string {
   const b = cfg.backend;
   const guarded = b.kind === 'nftables' && b.mode === 'guard' ? b.guardPorts.map((p) => `${p.proto}/${p.port}`) : [];
   return [...spa, ...guarded].join(', ');
+}
+
+// ---- code caches (docs/startup.md) ---------------------------------------------
+
+/** dist/bundle beside this module in both layouts (dist/doctor/ from tsc, dist/bundle/ bundled). */
+const BUNDLE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bundle');
+
+export function codeCacheLines(dir = BUNDLE_DIR): CheckLine[] {
+  const status = codeCacheStatus(dir);
+  if (status.length === 0) return [];
+  const unused = status.filter((s) => s.cache !== 'used');
+  if (unused.length === 0) return [{ status: 'ok', check: 'code_cache', what: `${status.map((s) => s.bundle).join(', ')} start from their V8 code cache (node ${process.version})` }];
+  return unused.map((s) => ({
+    status: 'warn' as const, check: 'code_cache',
+    what: `${s.bundle}: code cache ${s.cache === 'rejected' ? `made by another node or other flags than node ${process.version}` : s.cache}, so every start compiles it (~40 ms slower)`,
+    fix: 'rebuild: npm run build (it writes the caches beside the bundles)',
+  }));
 }
 
 // ---- clock -------------------------------------------------------------------

@@ -13,7 +13,7 @@
 // import(): a vm.Script has no module loader of its own in node 20, so the
 // build turns each into a require().
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire, wrap } from 'node:module';
 import path from 'node:path';
 import vm from 'node:vm';
@@ -94,4 +94,25 @@ export function makeCodeCache(file: string): Buffer {
   const script = compile(abs, source, undefined);
   evaluate(script, abs);
   return Buffer.concat([MAGIC, sha256(source), script.createCachedData()]);
+}
+
+/** The bundles the build gives a code cache (scripts/build-bundle.mjs). */
+export const CACHED_BUNDLES = ['sesame.cjs', 'daemon.cjs', 'worker-gateway.cjs'];
+
+/**
+ * Would this node run each cached bundle of `dir` from its cache? Compiles
+ * (does not run) each one against its cache: `sesame doctor` after a node
+ * upgrade or a hand edit. Bundles absent from `dir` are left out.
+ */
+export function codeCacheStatus(dir: string): { bundle: string; cache: CacheOutcome }[] {
+  const out: { bundle: string; cache: CacheOutcome }[] = [];
+  for (const bundle of CACHED_BUNDLES) {
+    const file = path.join(dir, bundle);
+    if (!existsSync(file)) continue;
+    const source = readFileSync(file);
+    const found = cacheFor(source, readOptional(file + CACHE_SUFFIX));
+    if (!('data' in found)) { out.push({ bundle, cache: found.cache }); continue; }
+    out.push({ bundle, cache: compile(file, source, found.data).cachedDataRejected ? 'rejected' : 'used' });
+  }
+  return out;
 }
