@@ -304,6 +304,8 @@ describeWith('cluster: shared replay protection through a real Redis', ['netns',
     // Count the replay digests only: shared grants are keys of the same Redis too.
     const replayKeys = async () => (await redisCli(['--scan', '--pattern', 'sesame:replay:*'])).split('\n').filter((l) => l.trim()).length;
     while ((await replayKeys()) < outage.length + 1 && Date.now() - t0 < 10_000) await sleep(100);
+    // B lost Redis too: until it has reconnected, on_unavailable local grants there as well (unshared).
+    await waitForEvents(gws.get('b')!, 'cluster_connected', 2, 10_000);
     for (const p of outage) expect((await knock('b', p)).line).toMatchObject({ event: 'reject', reason: 'replay' });
   }, 120_000);
 

@@ -50,7 +50,8 @@ const yaml = (state: string, opts: { metrics?: string; notifyFile?: string; rule
   `    key_base64: ${KEY_B64}`,
   `    hmac_key_base64: ${HMAC_B64}`,
   `    open_ports: [tcp/${SERVICE_PORT}]`,
-  '    access_timeout: 30',
+  // Long enough that the grants of the first tests are still live for the last one on a slow machine.
+  '    access_timeout: 120',
   ...(opts.notifyFile ? [`    notify: { command: [/usr/bin/tee, -a, ${opts.notifyFile}], webhook: "http://127.0.0.1:${HOOK_PORT}/hook" }`] : []),
   ...(opts.rule ?? []),
   '',
@@ -234,7 +235,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     expect(sink.lines).toContain('listening');
     expect(tlsSink.lines).toContain('listening');
     const slowRule = ['  - name: slow', `    source: [${SLOW4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${SLOW_HMAC}`,
-      `    open_ports: [tcp/${SERVICE_PORT}, tcp/${SECOND_PORT}]`, '    access_timeout: 30',
+      `    open_ports: [tcp/${SERVICE_PORT}, tcp/${SECOND_PORT}]`, '    access_timeout: 120',
       // A notifier that outlives its timeout, and a webhook whose certificate nobody vouches for.
       `    notify: { command: [/usr/bin/sleep, "10"], webhook: "https://127.0.0.1:${TLS_HOOK_PORT}/slow/T0KEN", timeout: 8 }`];
     const file = path.join(tmp, 'sesame.yaml');
@@ -304,7 +305,7 @@ describeWith('metrics endpoint and grant notifications (real sesame serve, nftab
     expect(docs).toHaveLength(2);
     for (const d of docs) {
       expect(Object.keys(d).sort()).toEqual(['allow', 'event', 'expires_at', 'gateway', 'ports', 'rule', 'source', 'time', 'timeout_s']);
-      expect(d).toMatchObject({ event: 'grant', rule: 'team', source: CL4, allow: CL4, ports: [`tcp/${SERVICE_PORT}`], timeout_s: 30 });
+      expect(d).toMatchObject({ event: 'grant', rule: 'team', source: CL4, allow: CL4, ports: [`tcp/${SERVICE_PORT}`], timeout_s: 120 });
       expect(Date.parse(String(d.expires_at)) - Date.parse(String(d.time))).toBeGreaterThan(25_000);
     }
     expect(text).not.toContain(KEY_B64);

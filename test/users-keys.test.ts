@@ -161,6 +161,22 @@ describe('which grants a reload revokes (ruleGone)', async () => {
     // Same name, other keys: the same rule (rotation by hand); other name, other keys: gone.
     expect(ruleGone([alice], [rule([set(5)], { name: 'alice2' })])(grant('alice'))).toBe(true);
   });
+
+  it('at start, from the journal alone: gone when neither its rule\'s name nor the key set that granted it is configured', async () => {
+    const { journaledRuleGone, keySetId } = await import('../src/gateway/daemon.js');
+    const now = [bob, rule([set(3), set(0, NOW_S + 60)], { name: 'alice-renamed' })];
+    const gone = journaledRuleGone(now);
+    // The journal names the key set by a digest, never the keys.
+    expect(keySetId(set(0))).toMatch(/^[0-9a-f]{32}$/);
+    expect(keySetId(set(0))).not.toBe(keySetId(set(1)));
+    expect(keySetId(set(0))).toBe(keySetId({ key: set(0).key, hmacKey: set(0).hmacKey! }));
+    expect(gone(grant('carol'), keySetId(set(7)))).toBe(true);
+    // Renamed, or rotated with the old set in its grace: the same key set still grants, so it stays.
+    expect(gone(grant('alice'), keySetId(set(0)))).toBe(false);
+    expect(gone(grant('bob'), keySetId(set(7)))).toBe(false);
+    // Journaled before key sets were recorded, or adopted from the firewall: kept, as before.
+    expect(gone(grant('carol'), undefined)).toBe(false);
+  });
 });
 
 describe('privilege separation: closing the grants of a removed command-cycle rule', async () => {

@@ -240,4 +240,29 @@ describeWith('sesame user add / remove / rotate against a running daemon (nftabl
     expect((await waitGrants('admin', had + 3)).at(-1)).toMatchObject({ key: 'keys[0]' });
     expect((await statusJson()).pid).toBe(daemonPid);
   });
+
+  it('a user removed while the daemon is stopped: the next start closes their grant at once (rule_removed_while_stopped); the others stay', async () => {
+    const r = await onTerminal(['user', 'add', 'dave', '--ports', `tcp/${PORT}`, '--timeout', '60', '--server', GW4, '-c', file, '--state-dir', stateDir]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    await knockAsPrinted('cl', r.stdout, 'dave');
+    await waitGrants('dave', 1);
+    const had = grantsOf('admin').length;
+    await knockAsPrinted('admin', (await onTerminal(['user', 'show', 'admin', '--server', GW4, '-c', file])).stdout, 'admin');
+    await waitGrants('admin', had + 1);
+    expect(await lab.waitOpen('cl', GW4, PORT, 5000)).toBeGreaterThanOrEqual(0);
+    await lab.stop(daemon!.child);
+    daemon = undefined;
+    // Stopped: the guard and the grants stay in the kernel; the removal cannot reach a daemon.
+    const rm = await sesame(['user', 'remove', 'dave', '-c', file, '--state-dir', stateDir]);
+    expect(rm.code, rm.stderr).toBe(0);
+    expect(await lab.canConnect('cl', GW4, PORT, 400)).toBe(true);
+    daemon = startSesame(lab, 'gw', ['serve', '-c', file, '--state-dir', stateDir, '--log-format', 'json'], env);
+    await waitForEvents(daemon, 'ready', 1, 20_000);
+    expect(events(daemon, 'revoke')).toContainEqual(expect.objectContaining({ rule: 'dave', src: CL4, reason: 'rule_removed_while_stopped' }));
+    expect(events(daemon, 'grants_restored')[0]).toMatchObject({ revoked_rule_removed: 1 });
+    expect(await lab.canConnect('cl', GW4, PORT, 400)).toBe(false);
+    expect(await lab.canConnect('admin', GW4, PORT, 400)).toBe(true);
+    // Never opened again for dave, and admin's grant was restored, not revoked.
+    expect(events(daemon, 'revoke').filter((e) => e.rule !== 'dave')).toEqual([]);
+  });
 });

@@ -2,6 +2,7 @@
 // with the decision log. start() builds everything from a GatewayConfig;
 // reload() swaps rules and limits without touching live grants; stop() ends
 // cleanly, leaving guards in place (fail closed).
+import { createHash } from 'node:crypto';
 import type dgram from 'node:dgram';
 import { createBackend } from '../backends/index.js';
 import type { Backend, BackendLogger } from '../backends/backend.js';
@@ -126,7 +127,8 @@ export class Gateway {
     this.backends.set(MAIN, main);
     this.syncCommandBackends(this.cfg.rules);
     for (const b of this.backends.values()) await b.init();
-    await this.grants.restore(MAIN);
+    // A rule removed while sesame was stopped (`sesame user remove` with no daemon): its grants close now, not at expiry.
+    await this.grants.restore(MAIN, journaledRuleGone(this.cfg.rules));
     if (this.cluster && this.cfg.cluster) {
       this.sharedGrants = new SharedGrants(this.cfg.cluster, this.cluster.connection, this.replayNote, (g, from) => this.applyShared(g, from));
       this.sharedGrants.start();
@@ -254,7 +256,7 @@ export class Gateway {
     }
     const b = this.backends.get(backendName)!;
     try {
-      this.grants.record(grants, backendName, d.rule.cmdCycle?.close);
+      this.grants.record(grants, backendName, d.rule.cmdCycle?.close, keySetId(d.rule));
     } catch (e) {
       if (!(e instanceof StateWriteError)) throw e;
       // Fail closed: a grant the journal cannot hold is not made (no firewall change).
@@ -382,6 +384,25 @@ export function ruleGone(before: readonly AccessRule[], after: readonly AccessRu
   const renamed = (r: AccessRule): boolean => after.some((n) => keySetsOf(r).some((a) => keySetsOf(n).some((b) => sameKeySet(a, b))));
   const removed = new Set(before.filter((r) => !kept.has(r.name) && !renamed(r)).map((r) => r.name));
   return (g) => removed.has(g.rule);
+}
+
+/**
+ * A key set's name in the grant journal: a one-way, domain-separated digest of its keys (the
+ * journal never holds keys), the same for the same keys under any rule name.
+ */
+export function keySetId(k: { key: Buffer; hmacKey?: Buffer }): string {
+  return createHash('sha256').update('sesame journal key set v1\0').update(k.key).update('\0').update(k.hmacKey ?? Buffer.alloc(0)).digest('hex').slice(0, 32);
+}
+
+/**
+ * At start: journaled grants whose rule is gone, by ruleGone()'s rule: no configured rule has
+ * its name, and none grants with the key set that opened it (a renamed rule keeps its grants).
+ * Grants journaled before key sets were (or adopted from the firewall) name none and stay.
+ */
+export function journaledRuleGone(rules: readonly AccessRule[]): (g: Grant, keySet: string | undefined) => boolean {
+  const names = new Set(rules.map((r) => r.name));
+  const sets = new Set(rules.flatMap((r) => keySetsOf(r).map(keySetId)));
+  return (g, keySet) => keySet !== undefined && !names.has(g.rule) && !sets.has(keySet);
 }
 
 function backendLoggerOf(l: Logger): BackendLogger {

@@ -24,7 +24,8 @@ const MAX_JOURNAL_BYTES = 256 * 1024 * 1024;
 
 /** close: a command cycle's close template, kept so the close still runs after the rule was renamed or removed. */
 /** boot/monoEnd: the deadline on the monotonic clock (boot-clock.ts), which a wall-clock step does not move. */
-interface Entry { grant: Grant; backend: string; close?: string; boot?: string; monoEnd?: number }
+/** keySet: keySetId() of the key set that granted it (docs/users.md): how a restart knows a removed rule's grants. */
+interface Entry { grant: Grant; backend: string; close?: string; keySet?: string; boot?: string; monoEnd?: number }
 
 /** Makes a backend that can run a journaled close template (command cycles whose rule is gone). */
 export type OrphanCloser = (closeTemplate: string) => Backend;
@@ -57,7 +58,7 @@ export class GrantManager {
   }
 
   /** Re-apply what the last run left: close expired grants, re-open live ones the firewall lost, adopt the firewall's own. */
-  async restore(mainBackend: string): Promise<void> {
+  async restore(mainBackend: string, ruleGoneWhileStopped: (g: Grant, keySet: string | undefined) => boolean = () => false): Promise<void> {
     const t = this.now();
     const saved = this.readJournal();
     const main = this.backends(mainBackend);
@@ -65,6 +66,7 @@ export class GrantManager {
     for (const g of main ? await main.list().catch(() => [] as Grant[]) : []) held.set(grantKey(g), g);
     let restored = 0;
     let closed = 0;
+    let revoked = 0;
     const work: Promise<unknown>[] = [];
     for (const [k, journaled] of saved) {
       // Within the same boot the monotonic deadline is the truth: a wall-clock step meanwhile moves nothing.
@@ -75,6 +77,14 @@ export class GrantManager {
         // The rule of a command cycle was renamed or removed: its close must still run, on time.
         if (e.close !== undefined && this.orphanCloser) work.push(this.closeOrphan(k, e, t));
         else if (e.close !== undefined) this.log.warn('orphan_close_unavailable', { src: e.grant.address, backend: e.backend, expires_at: new Date(e.grant.expiresAt).toISOString(), message: 'the rule of this command cycle is gone and its close cannot run here; run the close by hand' });
+        continue;
+      }
+      if (e.grant.expiresAt > t && ruleGoneWhileStopped(e.grant, e.keySet)) {
+        // Its rule was removed while sesame was stopped (docs/users.md): closed now, never opened again.
+        const fields = { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule, reason: 'rule_removed_while_stopped' };
+        revoked++;
+        work.push(b.close(e.grant).then(() => this.log.info('revoke', fields), (err) => { this.observer?.failed(e.backend, 'close'); this.log.error('revoke_failed', { ...fields, error: (err as Error).message }); }));
+        held.delete(k);
         continue;
       }
       if (e.grant.expiresAt <= t) {
@@ -99,16 +109,18 @@ export class GrantManager {
     await Promise.all(work);
     this.compact();
     this.arm();
-    this.log.info('grants_restored', { restored, closed_expired: closed, adopted });
+    this.log.info('grants_restored', { restored, closed_expired: closed, adopted, ...(revoked ? { revoked_rule_removed: revoked } : {}) });
   }
 
   /**
    * Journal grants before the firewall is touched; throws StateWriteError when
    * the journal cannot take them (then nothing is recorded and the caller refuses).
    */
-  record(grants: Grant[], backendName: string, closeTemplate?: string): void {
+  record(grants: Grant[], backendName: string, closeTemplate?: string, keySet?: string): void {
     const wallNow = this.now();
-    const entries = grants.map((g): Entry => ({ grant: g, backend: backendName, ...(closeTemplate !== undefined ? { close: closeTemplate } : {}), ...deadlineFor(g.expiresAt, wallNow) }));
+    const entries = grants.map((g): Entry => ({
+      grant: g, backend: backendName, ...(closeTemplate !== undefined ? { close: closeTemplate } : {}), ...(keySet !== undefined ? { keySet } : {}), ...deadlineFor(g.expiresAt, wallNow),
+    }));
     this.journalLog.append(entries.map((e) => JSON.stringify(e) + '\n').join(''));
     this.journalLines += entries.length;
     for (const e of entries) this.live.set(grantKey(e.grant), e);
@@ -147,8 +159,8 @@ export class GrantManager {
    * remove`, docs/users.md). They leave the journal first, so a restart cannot open them again;
    * resolves with how many were closed (failures are logged here, never thrown).
    */
-  async revoke(gone: (g: Grant) => boolean, why: string): Promise<number> {
-    const closing = [...this.live].filter(([, e]) => gone(e.grant));
+  async revoke(gone: (g: Grant, keySet: string | undefined) => boolean, why: string): Promise<number> {
+    const closing = [...this.live].filter(([, e]) => gone(e.grant, e.keySet));
     if (closing.length === 0) return 0;
     for (const [k] of closing) this.live.delete(k);
     this.compact();
