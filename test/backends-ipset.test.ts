@@ -174,6 +174,27 @@ describeWith('iptables ipset mode in a namespace (real kernel)', ['netns', 'ipta
     expect(await lab.canConnect('cl', lab.host('gw').ip6, PORT)).toBe(true);
   });
 
+  it('a flush of the filter table (iptables -F, a firewall reload) loses no grant: the watchdog puts the jump and the set rule back', async () => {
+    const log = recorder();
+    const b = new IptablesIpsetBackend(cfg(), log, { netns: ns, watchEveryMs: 250 });
+    backends.push(b);
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    // What a firewall reload does: INPUT rebuilt (the operator's DROP again), sesame's chain emptied.
+    await sh('iptables', '-w', '-F');
+    await sh('iptables', '-w', '-A', 'INPUT', '-p', 'tcp', '--dport', String(PORT), '-j', 'DROP');
+    let back = false;
+    for (let i = 0; i < 40 && !back; i++) { await sleep(100); back = (await rulesOf('iptables', CHAIN)).length === 1 && (await rulesOf('iptables', 'INPUT')).includes(`-A INPUT -j ${CHAIN}`); }
+    expect(back, JSON.stringify(log.lines.slice(-3))).toBe(true);
+    expect(await rulesOf('iptables', CHAIN)).toEqual([`-A ${CHAIN} ${setRuleArgs(SET4).join(' ')}`]);
+    // The element stayed in its set all along: the same grant, with its own timeout.
+    expect(await members(SET4)).toEqual([`${lab.host('cl').ip4},tcp:${PORT}`]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    expect(await lab.canConnect('out', gw, PORT)).toBe(false);
+    expect(log.lines.filter((l) => l.event === 'iptables_repaired').flatMap((l) => l.fields!.restored as string[])).toEqual(expect.arrayContaining(['iptables jump INPUT -> ' + CHAIN, 'iptables 1 set rule(s)']));
+  });
+
   it('the kernel closes a grant on time with the daemon side gone; shutdown leaves sets, rule and jump', async () => {
     const b = make();
     await b.init();

@@ -1,7 +1,7 @@
 // iptables backend (fwknop layout) against the real kernel in a namespace lab:
 // jump position, _exp_ rules, backend-owned expiry, refresh, IPv6, stale rules
 // of a previous run, list() reconciliation, shutdown, NAT (DNAT + forward +
-// masquerade, local redirect).
+// masquerade, local redirect), and the watchdog that puts back what a flush removed.
 import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from 'vitest';
 import { describeWith } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
@@ -188,6 +188,49 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
     expect((await ipt('iptables', '-S', CHAIN)).code).not.toBe(0);
     expect((await rulesOf('iptables', 'INPUT')).some((l) => l.includes(CHAIN))).toBe(false);
     expect(await lab.canConnect('cl', gw, PORT)).toBe(false);
+  });
+
+  it('its watchdog puts back what a flush removed (grant rules, jump, chain); the client gets in again, nobody else', async () => {
+    // Checks run by hand here (no timer), so each one sees exactly what was removed.
+    const b = createIptablesBackend(cfg(), recorder(), { netns: lab.host('gw').ns, watchEveryMs: 0 });
+    backends.push(b);
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    await b.open(grant(lab.host('cl').ip6, PORT, 60));
+    expect(await b.watchOnce()).toEqual([]);
+    // The operator's `iptables -F CHAIN`: the grant rules go (the operator's DROP stays).
+    await ipt('iptables', '-F', CHAIN);
+    await ipt('ip6tables', '-F', CHAIN);
+    expect(await lab.canConnect('cl', gw, PORT, 300)).toBe(false);
+    expect(await b.watchOnce()).toEqual(['iptables 1 grant rule(s) in FWKNOP_INPUT', 'ip6tables 1 grant rule(s) in FWKNOP_INPUT']);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    expect(await lab.canConnect('cl', lab.host('gw').ip6, PORT)).toBe(true);
+    // A firewall reload that rebuilds INPUT without sesame's jump and deletes its chain.
+    await ipt('iptables', '-D', 'INPUT', '-j', CHAIN);
+    await ipt('iptables', '-F', CHAIN);
+    await ipt('iptables', '-X', CHAIN);
+    expect(await lab.canConnect('cl', gw, PORT, 300)).toBe(false);
+    expect(await b.watchOnce()).toEqual([`iptables chain ${CHAIN}`, 'iptables 1 grant rule(s) in FWKNOP_INPUT']);
+    expect((await rulesOf('iptables', 'INPUT')).filter((l) => l.includes(CHAIN))).toEqual([`-A INPUT -j ${CHAIN}`]);
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
+    expect(await lab.canConnect('out', gw, PORT)).toBe(false);
+    // Nothing missing: nothing done, no duplicate rule.
+    expect(await b.watchOnce()).toEqual([]);
+    expect(await rulesOf('iptables', CHAIN)).toHaveLength(1);
+  });
+
+  it('the watchdog runs by itself: after a flush the grant works again within a few of its periods', async () => {
+    const log = recorder();
+    const b = createIptablesBackend(cfg(), log, { netns: lab.host('gw').ns, watchEveryMs: 250 });
+    backends.push(b);
+    await b.init();
+    await b.open(grant(lab.host('cl').ip4, PORT, 60));
+    await ipt('iptables', '-F', CHAIN);
+    let back = false;
+    for (let i = 0; i < 40 && !back; i++) { await sleep(100); back = (await rulesOf('iptables', CHAIN)).length === 1; }
+    expect(back, JSON.stringify(log.lines.slice(-3))).toBe(true);
+    expect(log.events).toContain('iptables_repaired');
+    expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
   });
 
   it('refuses hostile or inconsistent grants without running iptables on them', async () => {

@@ -44,7 +44,18 @@ export interface IptablesOptions {
   permanentRules?: { fam: 4 | 6; args: string[] }[];
   /** The SPA port's kernel shield (iptables-shield.ts), installed by init; shutdown removes it either way. */
   spaShield?: SpaShieldSpec;
+  /** How often the watchdog reads sesame's chains back (default WATCH_EVERY_MS; 0: no watchdog). */
+  watchEveryMs?: number;
 }
+
+/**
+ * The watchdog's period (docs/iptables-ipset.md): `iptables -F`, or a firewall
+ * reload that rebuilds INPUT (netfilter-persistent, ufw, firewalld), removes
+ * sesame's jump, chain or rules, and every grant stops working (a lockout) or,
+ * with the shield gone, floods reach the daemon. Each check is two
+ * `iptables -S` runs per family; a repair puts back only what is missing.
+ */
+export const WATCH_EVERY_MS = 10_000;
 
 type Fam = 4 | 6;
 type Table = 'filter' | 'nat' | 'raw';
@@ -103,6 +114,11 @@ function parseRule(fam: Fam, role: Role, args: string[]): ParsedRule {
   return r;
 }
 
+/** What makes two rules the same rule, whether written by sesame or printed by `iptables -S` (which adds /32, -m tcp). */
+function ruleSignature(r: ParsedRule): string {
+  return [r.src, r.dst, r.proto, r.dport, r.exp, r.target, r.toDestination, r.toPorts, r.toSource].join('|');
+}
+
 /** "198.51.100.130:22" / "[2001:db8::130]:22" -> host, port. */
 function splitHostPort(text: string): { host: string; port: number } | undefined {
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
@@ -127,9 +143,13 @@ export class IptablesBackend implements Backend {
   private readonly permanent: { fam: Fam; args: string[] }[];
   private readonly shield: ShieldNames;
   private readonly shieldSpec: SpaShieldSpec | undefined;
+  private readonly watchEveryMs: number;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private watching = false;
 
   constructor(private readonly cfg: IptablesConfig, private readonly log: BackendLogger, opts: IptablesOptions = {}) {
     this.prefix = netnsPrefix(opts.netns);
+    this.watchEveryMs = opts.watchEveryMs ?? WATCH_EVERY_MS;
     this.permanent = opts.permanentRules ?? [];
     this.shieldSpec = opts.spaShield;
     this.timeoutMs = opts.commandTimeoutMs ?? 20_000;
@@ -264,6 +284,79 @@ export class IptablesBackend implements Backend {
       }
       this.log.info('iptables_ready', { chain: this.cfg.chain, jumpPosition: this.cfg.jumpPosition, staleRulesRemoved: stale, recoveredGrants: grants.length, ipv6: this.families.has(6) });
     });
+    if (this.watchEveryMs > 0 && !this.watchTimer) {
+      this.watchTimer = setInterval(() => { void this.watchOnce(); }, this.watchEveryMs);
+      this.watchTimer.unref();
+    }
+  }
+
+  private stopWatchdog(): void {
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+  }
+
+  /**
+   * Read sesame's chains back and put back what is gone: a chain, its jump, the permanent
+   * (set-match) rules, a live grant's rules, the shield. Returns what it restored (tests);
+   * never throws (a failed repair is logged and tried again at the next check).
+   */
+  async watchOnce(): Promise<string[]> {
+    if (this.watching) return [];
+    this.watching = true;
+    try {
+      return await this.locked(async () => {
+        const restored: string[] = [];
+        try {
+          for (const fam of this.families) restored.push(...(await this.repairFamily(fam)));
+        } catch (e) {
+          this.log.error('iptables_repair_failed', { error: (e as Error).message, fix: 'check the firewall (iptables -S); sesame tries again in a few seconds' });
+        }
+        if (restored.length) this.log.warn('iptables_repaired', { chain: this.cfg.chain, restored, note: 'something removed sesame\'s rules (iptables -F, a firewall reload); put back' });
+        return restored;
+      });
+    } finally {
+      this.watching = false;
+    }
+  }
+
+  private async repairFamily(fam: Fam): Promise<string[]> {
+    const restored: string[] = [];
+    const tool = this.tool(fam);
+    const wanted = new Map<Role, OwnedRule[]>();
+    for (const lg of this.live.values()) for (const r of lg.rules) if (r.fam === fam) wanted.set(r.role, [...(wanted.get(r.role) ?? []), r]);
+    for (const c of Object.values(this.chains)) {
+      const id = `${fam}|${c.role}`;
+      if (!this.ready.has(id) && c.role !== 'input') continue;
+      const lines = await this.listChain(fam, c);
+      const from = await this.run(fam, c.table, ['-S', c.from]);
+      const jumped = from.code === 0 && from.stdout.split('\n').some((l) => splitRuleLine(l).join(' ') === `-A ${c.from} -j ${c.name}`);
+      if (!lines || !jumped) {
+        this.ready.delete(id);
+        await this.ensureChain(fam, c);
+        restored.push(`${tool} ${!lines ? `chain ${c.name}` : `jump ${c.from} -> ${c.name}`}`);
+      }
+      const present = new Set((lines ?? []).map((a) => a.join(' ')));
+      if (c.role === 'input') {
+        const missing = this.permanent.filter((p) => p.fam === fam && !present.has(p.args.join(' '))).length;
+        if (missing) { await this.ensurePermanent(fam, lines ?? []); restored.push(`${tool} ${missing} set rule(s)`); }
+      }
+      const listed = new Set((lines ?? []).map((a) => ruleSignature(parseRule(fam, c.role, a))));
+      let grantsBack = 0;
+      for (const r of wanted.get(c.role) ?? []) {
+        if (listed.has(ruleSignature(parseRule(fam, c.role, r.args)))) continue;
+        await this.must(fam, c.table, ['-A', c.name, ...r.args]);
+        grantsBack++;
+      }
+      if (grantsBack) restored.push(`${tool} ${grantsBack} grant rule(s) in ${c.name}`);
+    }
+    if (this.shieldSpec) {
+      const input = await this.run(fam, 'filter', ['-S', 'INPUT']);
+      if (input.code === 0 && !input.stdout.split('\n').some((l) => l.endsWith(`-j ${this.shield.filter}`))) {
+        await this.installShieldFor(fam, this.shieldSpec);
+        restored.push(`${tool} shield`);
+      }
+    }
+    return restored;
   }
 
   async open(grant: Grant): Promise<void> {
@@ -402,6 +495,7 @@ export class IptablesBackend implements Backend {
    * closed now, since nothing would close them once this process is gone.
    */
   async detach(): Promise<void> {
+    this.stopWatchdog();
     this.timer.stop();
     await this.locked(async () => {
       const rules = [...this.live.values()].flatMap((lg) => lg.rules);
@@ -421,6 +515,7 @@ export class IptablesBackend implements Backend {
   }
 
   async shutdown(): Promise<void> {
+    this.stopWatchdog();
     this.timer.stop();
     await this.locked(async () => {
       for (const fam of this.families) {
