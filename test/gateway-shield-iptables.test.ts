@@ -3,7 +3,8 @@
 // `sesame serve --backend iptables` in a namespace lab: a one-source flood is
 // dropped by the kernel (the gateway's kernel delivers only a few datagrams to
 // UDP sockets), impossible lengths never reach the daemon, datagrams to the SPA
-// port leave no conntrack entries, and a valid knock still opens. Then the
+// port leave no conntrack entries, and a valid knock still opens; the same
+// flood over IPv6 (ip6tables) too. Then the
 // backend alone: init twice leaves one shield, a chain rewrite keeps it, and
 // `sesame down` (removeGuard) removes it. And the doctor's view of the chain.
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -126,6 +127,24 @@ for (const mode of ['ipset', 'rules'] as const) {
       const dropped = v.stdout.split('\n').filter((l) => /hashlimit/.test(l)).map((l) => Number(/-c (\d+) \d+/.exec(l)?.[1]));
       expect(dropped[0]).toBeGreaterThan(2000);
       expect((await knock(lab, 'cl', '198.51.100.2')).stdout).toMatch(/is open/);
+    });
+
+    it('drops a one-source IPv6 flood in the kernel too (ip6tables) and still opens for a valid IPv6 knock', async () => {
+      const gw6 = lab.host('gw').ip6;
+      const before = await gatewayCounters(lab);
+      const a = await lab.exec('x', process.execPath, ['-e', FLOOD, gw6, String(SPA_PORT), '3000', '200'], { timeoutMs: 60_000 });
+      expect(a.code).toBe(0);
+      const after = await gatewayCounters(lab);
+      expect(Number.isFinite(after.delivered6)).toBe(true);
+      expect(after.delivered6 - before.delivered6).toBeLessThan(300);
+      expect(after.delivered6 - before.delivered6).toBeGreaterThanOrEqual(2);
+      const v = await lab.exec('gw', 'ip6tables', ['-w', '-v', '-S', FWK.filter]);
+      const dropped = v.stdout.split('\n').filter((l) => /hashlimit/.test(l)).map((l) => Number(/-c (\d+) \d+/.exec(l)?.[1]));
+      expect(dropped[0]).toBeGreaterThan(2000);
+      const cl6 = lab.host('cl').ip6;
+      const k = await lab.exec('cl', process.execPath, [SESAME_BIN, 'knock', '-A', `tcp/${SERVICE_PORT}`, '-a', cl6, '-D', gw6,
+        '--key-base64-rijndael', KEY_B64, '--key-base64-hmac', HMAC_B64, '--no-rc-file', '--wait', '3']);
+      expect(k.stdout, k.stderr).toMatch(/is open/);
     });
   });
 }
