@@ -47,6 +47,17 @@ const ORIGINAL = [
 const entry = (n: number) => ({ key_base64: Buffer.alloc(32, 10 + n).toString('base64'), hmac_key_base64: Buffer.alloc(64, 20 + n).toString('base64'), created: '2026-12-02T00:00:00Z' });
 
 describe('YAML edits (pure)', () => {
+  it('a file with CRLF line ends stays CRLF: add, rotate and remove make the LF result with CRLF', () => {
+    const crlf = ORIGINAL.replace(/\n/g, '\r\n');
+    const asCrlf = (t: string) => t.replace(/\n/g, '\r\n');
+    const u = { name: 'alice', sources: ['198.51.100.7/32'], ports: ['tcp/22'], keys: entry(1) };
+    const added = addUser(crlf, 'sesame.yaml', u, NOW_S).text;
+    expect(added).toBe(asCrlf(addUser(ORIGINAL, 'sesame.yaml', u, NOW_S).text));
+    expect(added.replace(/\r\n/g, '')).not.toContain('\n');
+    expect(rotateUser(crlf, 'sesame.yaml', 'bob', entry(2), 3, NOW_S).text).toBe(asCrlf(rotateUser(ORIGINAL, 'sesame.yaml', 'bob', entry(2), 3, NOW_S).text));
+    expect(removeUser(added, 'sesame.yaml', 'alice', NOW_S).text).toBe(asCrlf(removeUser(addUser(ORIGINAL, 'sesame.yaml', u, NOW_S).text, 'sesame.yaml', 'alice', NOW_S).text));
+  });
+
   it('add: the new rule is inserted after the last one; nothing else changes', () => {
     const r = addUser(ORIGINAL, 'sesame.yaml', { name: 'alice', sources: ['198.51.100.7/32'], ports: ['tcp/22', 'udp/51820'], expires: '2027-01-01T00:00:00Z', keys: entry(1) }, NOW_S);
     const c = change(ORIGINAL, r.text);

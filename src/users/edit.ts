@@ -136,7 +136,7 @@ class RulesFile {
         const r = this.region(last);
         // Rules separated by blank lines get one before the new rule too.
         const prev = items[items.length - 2];
-        const gap = prev ? /\n[ \t]*\n/.test(this.text.slice(prev.range![2] - 1, r.start)) : false;
+        const gap = prev ? /\n[ \t]*\r?\n/.test(this.text.slice(prev.range![2] - 1, r.start)) : false;
         const lead = (this.text[r.end - 1] === '\n' ? '' : '\n') + (gap ? '\n' : '');
         const dash = r.prefix.indexOf('-');
         this.splices.push({ start: r.end, end: r.end, text: lead + this.added.map((n) => this.render(n, r.prefix.slice(0, dash) + '- ', r.contentCol)).join(gap ? '\n' : '') });
@@ -147,7 +147,9 @@ class RulesFile {
         throw new UserError(`${this.file}: rules: has no rule written as "- name: ..." to add after; add the first rule by hand`);
       }
     }
-    for (const s of [...this.splices].sort((a, b) => b.start - a.start)) out = out.slice(0, s.start) + s.text + out.slice(s.end);
+    // A file written with CRLF line ends (Windows editors) gets CRLF in what is spliced in, too.
+    const crlf = this.text.includes('\r\n');
+    for (const s of [...this.splices].sort((a, b) => b.start - a.start)) out = out.slice(0, s.start) + (crlf ? s.text.replace(/\r?\n/g, '\r\n') : s.text) + out.slice(s.end);
     return { text: out, dropped: this.dropped };
   }
 
