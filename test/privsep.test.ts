@@ -7,7 +7,7 @@
 // checked as a pure function and over the real channel (a forging worker);
 // worker and monitor deaths; and the state directory's owner/mode checks and
 // symlink-proof files.
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -535,5 +535,92 @@ describeWith('privsep: monitor as an unprivileged user with only ambient CAP_NET
     daemon = undefined;
     await waitFor('worker gone', 1000, () => (processAlive(worker) ? undefined : true));
     process.stderr.write(`privsep: SIGTERM to exit (non-root monitor): ${ms} ms\n${events(d, 'signal').concat(events(d, 'stopped')).map((e) => JSON.stringify(e)).join('\n')}\n`);
+  });
+});
+
+// ---------------------------------------------------------------- a port below 1024
+
+describeWith('privsep: an SPA port below 1024 (the monitor binds it, the worker gets the socket)', ['netns', 'nft', 'fwknop', 'setpriv'], () => {
+  const LOW = 500;
+  let lab: Lab;
+  let daemon: RunningDaemon | undefined;
+  const tmp = scratchPath('sesame-lowport-');
+  const lowWorker = (): number => {
+    const owners = udpSocketOwners(daemon!.child.pid!, LOW);
+    if (owners.length !== 1) throw new Error(`expected one owner of udp/${LOW}, found ${owners.join(',') || 'none'}`);
+    return owners[0]!;
+  };
+
+  beforeAll(async () => {
+    const { KEY_B64, HMAC_B64 } = await import('./harness/fwknop.js');
+    mkdirSync(tmp, { mode: 0o700 });
+    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'x', ip4: 3 }]);
+    lab.startTcpService('gw', SERVICE_PORT);
+    await lab.waitListening('gw', 'tcp', SERVICE_PORT);
+    const file = path.join(tmp, 'sesame.yaml');
+    writeFileSync(file, [`listen: ["0.0.0.0:${LOW}", "[::]:${LOW}"]`, `state_dir: ${path.join(tmp, 'state')}`, 'backend: { kind: nftables, mode: guard }',
+      'rules:', '  - name: cl', `    source: [${CL4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`, `    open_ports: [tcp/${SERVICE_PORT}]`, '    access_timeout: 30', ''].join('\n'), { mode: 0o600 });
+    daemon = startSesame(lab, 'gw', ['serve', '-c', file, '--log-format', 'json']);
+    await waitForEvents(daemon, 'ready', 1, 20_000).catch((e) => { throw new Error(`${(e as Error).message}\n${daemon!.logText()}`); });
+  });
+
+  afterAll(async () => {
+    if (daemon) await lab.stop(daemon.child);
+    await lab?.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('only the worker holds the udp/500 sockets (IPv4 and IPv6), with no capability; a real fwknop knock to port 500 opens', async () => {
+    const { KEY_B64, HMAC_B64 } = await import('./harness/fwknop.js');
+    const worker = lowWorker();
+    const ss = await lab.exec('gw', 'ss', ['-H', '-u', '-l', '-n', '-p', 'sport', '=', `:${LOW}`]);
+    expect(ss.stdout.trim().split('\n'), ss.stdout).toHaveLength(2);
+    const holders = new Set([...ss.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])));
+    expect([...holders]).toEqual([worker]);
+    for (const k of ['CapEff', 'CapPrm', 'CapBnd', 'CapAmb']) expect([k, status(worker)[k]]).toEqual([k, '0000000000000000']);
+    expect(await lab.canConnect('cl', GW4, SERVICE_PORT, 400)).toBe(false);
+    const home = mkdtempSync(path.join(tmp, 'home-'));
+    const r = await lab.exec('cl', 'fwknop', ['-A', `tcp/${SERVICE_PORT}`, '-a', CL4, '-D', GW4, '-p', String(LOW), '--use-hmac', '--key-base64-rijndael', KEY_B64,
+      '--key-base64-hmac', HMAC_B64, '--hmac-digest-type', 'sha256', '--no-rc-file', '--no-save-args'], { env: { ...process.env, HOME: home } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(await lab.waitOpen('cl', GW4, SERVICE_PORT, 5000)).toBeGreaterThanOrEqual(0);
+    expect(await lab.canConnect('x', GW4, SERVICE_PORT, 400)).toBe(false);
+  });
+
+  it('a restarted worker gets the sockets again from the monitor', async () => {
+    const before = lowWorker();
+    process.kill(before, 'SIGKILL');
+    await waitForEvents(daemon!, 'worker_restarted', 1, 20_000);
+    let after = 0;
+    for (let i = 0; i < 100; i++) {
+      try { after = lowWorker(); } catch { after = 0; }
+      const ss = await lab.exec('gw', 'ss', ['-H', '-u', '-l', '-n', '-p', 'sport', '=', `:${LOW}`]);
+      if (after && after !== before && [...ss.stdout.matchAll(/pid=(\d+)/g)].every((m) => Number(m[1]) === after) && ss.stdout.trim().split('\n').length === 2) break;
+      await sleep(100);
+    }
+    expect(after).not.toBe(before);
+    const ss = await lab.exec('gw', 'ss', ['-H', '-u', '-l', '-n', '-p', 'sport', '=', `:${LOW}`]);
+    expect(new Set([...ss.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))).toEqual(new Set([after]));
+  });
+
+  it('a low port the monitor cannot bind fails the start in one line, and nothing stays behind', async () => {
+    const { KEY_B64, HMAC_B64 } = await import('./harness/fwknop.js');
+    const TAKEN = 501;
+    const blocker = lab.spawn('gw', process.execPath, ['-e', `const s = require('node:dgram').createSocket('udp4'); s.bind(${TAKEN}, '0.0.0.0', () => console.log('bound')); setTimeout(() => process.exit(0), 30000)`]);
+    try {
+      await lab.waitListening('gw', 'udp', TAKEN);
+      const file = path.join(tmp, 'taken.yaml');
+      writeFileSync(file, [`listen: ["0.0.0.0:${TAKEN}"]`, `state_dir: ${path.join(tmp, 'state-taken')}`, 'backend: { kind: log }',
+        'rules:', '  - name: cl', `    source: [${CL4}]`, `    key_base64: ${KEY_B64}`, `    hmac_key_base64: ${HMAC_B64}`, `    open_ports: [tcp/${SERVICE_PORT}]`, ''].join('\n'), { mode: 0o600 });
+      const r = await lab.exec('gw', process.execPath, [SESAME_BIN, 'serve', '-c', file, '--log-format', 'json'], { timeoutMs: 20_000 });
+      expect(r.code).not.toBe(0);
+      expect(r.code).not.toBeNull();
+      expect(r.stderr).toMatch(new RegExp(`cannot listen on 0\\.0\\.0\\.0:${TAKEN}: EADDRINUSE`));
+      // Only the blocker holds the port: no copy left in a monitor that should be gone.
+      const ss = await lab.exec('gw', 'ss', ['-H', '-u', '-l', '-n', '-p', 'sport', '=', `:${TAKEN}`]);
+      expect(new Set([...ss.stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))).toEqual(new Set([blocker.pid]));
+    } finally {
+      await lab.stop(blocker);
+    }
   });
 });

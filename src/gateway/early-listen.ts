@@ -23,11 +23,11 @@ export class EarlyListeners {
 
   private constructor(readonly listeners: Listener[]) {}
 
-  /** Bind every listener now; fails like openListeners (e.g. the port is in use). */
-  static async open(listeners: Listener[]): Promise<EarlyListeners> {
+  /** Bind every listener now (but those `handed` over already bound); fails like openListeners (e.g. the port is in use). */
+  static async open(listeners: Listener[], handed?: ReadonlyMap<number, Promise<dgram.Socket>>): Promise<EarlyListeners> {
     // The first socket may receive while the next one binds: the queue exists before any socket.
     const early = new EarlyListeners(listeners);
-    early.sockets = await openListeners(listeners, (...d) => early.receive(d));
+    early.sockets = await openListeners(listeners, (...d) => early.receive(d), handed);
     return early;
   }
 

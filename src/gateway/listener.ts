@@ -23,26 +23,43 @@ function literalLookup(host: string, _options: unknown, callback: (err: NodeJS.E
   else callback(null, host, family);
 }
 
-export async function openListeners(listeners: Listener[], onDatagram: DatagramHandler): Promise<dgram.Socket[]> {
+/** Ports below this need CAP_NET_BIND_SERVICE (Linux's default net.ipv4.ip_unprivileged_port_start). */
+export const FIRST_UNPRIVILEGED_PORT = 1024;
+
+/** The socket options of a listener, the same wherever it is bound (the worker, or the monitor for a low port). */
+export function listenerSocketOptions(l: Listener, all: readonly Listener[]): dgram.SocketOptions {
+  const fam = net.isIP(l.address);
+  const wildcard = l.address === '0.0.0.0' || l.address === '::';
+  return {
+    type: fam === 6 ? 'udp6' : 'udp4',
+    // A "::" listener also serves IPv4 unless an IPv4 wildcard has the same port.
+    ipv6Only: fam === 6 && (!wildcard || all.some((o) => o.address === '0.0.0.0' && o.port === l.port)),
+    recvBufferSize: 4 << 20,
+    lookup: literalLookup as unknown as dgram.SocketOptions['lookup'],
+  };
+}
+
+/** Bind one listener's socket (one-line error naming the address and the reason). */
+export async function bindListener(l: Listener, all: readonly Listener[]): Promise<dgram.Socket> {
+  const fam = net.isIP(l.address);
+  if (fam === 0) throw new Error(`listen address "${l.address}" is not an IP address`);
+  const sock = dgram.createSocket(listenerSocketOptions(l, all));
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', (e) => reject(new Error(`cannot listen on ${fam === 6 ? `[${l.address}]` : l.address}:${l.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    sock.bind({ address: l.address, port: l.port, exclusive: true }, () => resolve());
+  });
+  sock.removeAllListeners('error');
+  return sock;
+}
+
+/** handed: sockets already bound for some listeners (by index: the monitor's, for ports below 1024). */
+export async function openListeners(listeners: Listener[], onDatagram: DatagramHandler, handed: ReadonlyMap<number, Promise<dgram.Socket>> = new Map()): Promise<dgram.Socket[]> {
   const sockets: dgram.Socket[] = [];
-  const v4Wildcards = new Set(listeners.filter((l) => l.address === '0.0.0.0').map((l) => l.port));
   try {
-    for (const l of listeners) {
-      const fam = net.isIP(l.address);
-      if (fam === 0) throw new Error(`listen address "${l.address}" is not an IP address`);
+    for (const [i, l] of listeners.entries()) {
       const wildcard = l.address === '0.0.0.0' || l.address === '::';
-      const sock = dgram.createSocket({
-        type: fam === 6 ? 'udp6' : 'udp4',
-        // A "::" listener also serves IPv4 unless an IPv4 wildcard has the same port.
-        ipv6Only: fam === 6 && (!wildcard || v4Wildcards.has(l.port)),
-        recvBufferSize: 4 << 20,
-        lookup: literalLookup as unknown as dgram.SocketOptions['lookup'],
-      });
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', (e) => reject(new Error(`cannot listen on ${fam === 6 ? `[${l.address}]` : l.address}:${l.port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
-        sock.bind({ address: l.address, port: l.port, exclusive: true }, () => resolve());
-      });
-      sock.removeAllListeners('error');
+      const given = handed.get(i);
+      const sock = given ? await given : await bindListener(l, listeners);
       sock.on('error', () => undefined);
       const dest = wildcard ? undefined : l.address;
       sock.on('message', (msg, rinfo) => onDatagram(msg, rinfo.address, dest, {

@@ -6,6 +6,8 @@
 // listeners are bound, 'fatal' when it cannot start. 'listen' comes first,
 // right after the fork: the worker binds its sockets while the monitor still
 // loads the firewall (docs/startup.md); 'config' only once the backends are up.
+// A port below 1024 needs a privilege the worker lacks: the monitor binds that
+// socket (it never reads it) and hands it over as a 'socket' message.
 import type { GatewayConfig, Listener } from '../../config/model.js';
 
 /** The monitor's main backend, and a rule's command-cycle backend, by name (no zod here: the worker imports this). */
@@ -16,7 +18,10 @@ export const commandBackendName = (rule: string): string => `cmd:${rule}`;
 export interface RemoteBackendInfo { name: string; expiresItself: boolean }
 
 export type ToWorker =
-  | { t: 'listen'; listeners: Listener[]; cwd?: string }
+  /** handed: indexes of listeners the monitor binds itself (ports below 1024) and sends as 'socket' messages. */
+  | { t: 'listen'; listeners: Listener[]; cwd?: string; handed?: number[] }
+  /** A bound socket for listeners[index] (the IPC handle), or why the monitor could not bind it. */
+  | { t: 'socket'; index: number; error?: string }
   | { t: 'config'; cfg: GatewayConfig; main?: RemoteBackendInfo }
   | { t: 'reload'; cfg: GatewayConfig }
   | { t: 'stop' }

@@ -10,6 +10,7 @@
 // while the guard stays in place (fail closed). RouterOS needs no privilege:
 // it runs entirely in the worker.
 import type { ChildProcess } from 'node:child_process';
+import type dgram from 'node:dgram';
 import path from 'node:path';
 import { grantPrefixProblem } from '../grant-prefix.js';
 import type { Backend } from '../../backends/backend.js';
@@ -27,6 +28,7 @@ import { sameIdentity, takePreforked } from './prefork.js';
 import type { FromWorker, ToWorker } from './messages.js';
 import { MAIN_BACKEND, commandBackendName, loadRequestSchema, policyFromConfig, validateRequest, type MonitorPolicy, type RefusalReason } from './validate.js';
 import { relayOutput } from '../stdio.js';
+import { bindListener, FIRST_UNPRIVILEGED_PORT } from '../listener.js';
 
 export interface MonitorOptions {
   log: Logger;
@@ -48,6 +50,10 @@ const FIRST_READY_MS = 60_000;
 class FirstStartError extends Error {}
 
 export { workerEnv } from './worker-spawn.js';
+
+/** How long a low port's bind is retried while the worker it belonged to goes away. */
+const HANDOVER_RETRY_FOR_MS = 3000;
+const HANDOVER_RETRY_MS = 50;
 
 export class Monitor {
   private readonly backends = new Map<string, Backend>();
@@ -197,8 +203,58 @@ export class Monitor {
     // 'close', not 'exit': every message the worker sent (its 'fatal' reason) has been read by then.
     child.on('close', (code, signal) => this.onExit(child, code, signal));
     // Bind now (docs/startup.md); the configuration follows when the backends are up (at once on a restart).
-    this.sendTo(child, { t: 'listen', listeners: this.cfg.listeners, ...(moveTo !== undefined ? { cwd: moveTo } : {}) });
+    // Ports below 1024: this process binds them and hands the sockets over (it never reads them).
+    const handed = this.cfg.listeners.flatMap((l, i) => (l.port < FIRST_UNPRIVILEGED_PORT ? [i] : []));
+    this.sendTo(child, { t: 'listen', listeners: this.cfg.listeners, ...(moveTo !== undefined ? { cwd: moveTo } : {}), ...(handed.length ? { handed } : {}) });
+    for (const i of handed) void this.handOver(child, i);
     if (this.backendsReady) this.sendConfig(child);
+  }
+
+  /** Bind listener i (a port the worker may not bind) and send the socket; the worker fails its start with the reason otherwise. */
+  private async handOver(child: ChildProcess, index: number): Promise<void> {
+    const l = this.cfg.listeners[index]!;
+    let sock: dgram.Socket;
+    try {
+      // The worker this one replaces (a preforked one that could not reach the state directory, a
+      // crashed one) may still hold the port for a moment: EADDRINUSE is retried briefly.
+      for (let waited = 0; ; waited += HANDOVER_RETRY_MS) {
+        try {
+          sock = await bindListener(l, this.cfg.listeners);
+          break;
+        } catch (e) {
+          if (!(e as Error).message.endsWith('EADDRINUSE') || waited >= HANDOVER_RETRY_FOR_MS || !child.connected) throw e;
+          await new Promise((r) => setTimeout(r, HANDOVER_RETRY_MS));
+        }
+      }
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).message.includes('EACCES')
+        ? `${(e as Error).message}: ports below ${FIRST_UNPRIVILEGED_PORT} need root or CAP_NET_BIND_SERVICE for sesame (systemd: add it to AmbientCapabilities= and CapabilityBoundingSet= in a drop-in), or use a port from ${FIRST_UNPRIVILEGED_PORT} up`
+        : (e as Error).message;
+      this.sendTo(child, { t: 'socket', index, error: why });
+      return;
+    }
+    // Once sent, the worker holds it; this copy is closed (whatever happens to the send, or to the
+    // worker meanwhile) so that only the worker ever reads the port.
+    let closed = false;
+    const closeOurs = (): void => {
+      if (closed) return;
+      closed = true;
+      child.off('exit', closeOurs);
+      child.off('disconnect', closeOurs);
+      try { sock.close(); } catch { /* already closed */ }
+    };
+    if (!child.connected) { closeOurs(); return; }
+    child.once('exit', closeOurs);
+    child.once('disconnect', closeOurs);
+    try {
+      child.send({ t: 'socket', index } satisfies ToWorker, sock, (e) => {
+        if (e && !this.stopping) this.opts.log.warn('worker_send_failed', { error: e.message });
+        closeOurs();
+      });
+    } catch (e) {
+      if (!this.stopping) this.opts.log.warn('worker_send_failed', { error: (e as Error).message });
+      closeOurs();
+    }
   }
 
   private sendConfig(child: ChildProcess): void {

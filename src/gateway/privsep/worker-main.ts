@@ -8,6 +8,7 @@
 // is loaded and handles every later message, in order; the configuration
 // arrives only once the monitor's backends are up. The monitor's death ends
 // it: pdeathsig from setpriv, and the IPC channel closing.
+import dgram from 'node:dgram';
 import { EarlyListeners } from '../early-listen.js';
 import type { ToWorker } from './messages.js';
 
@@ -22,6 +23,21 @@ const gatewayCode = (): Promise<GatewayModule> => (gatewayModule ??= import('./w
 /** Messages reach the gateway in the order they came, each with the early sockets once bound. */
 let queue: Promise<unknown> = Promise.resolve();
 
+/** Sockets the monitor binds for ports below 1024 (this process may not), by listener index. */
+const handedSockets = new Map<number, { promise: Promise<dgram.Socket>; resolve: (s: dgram.Socket) => void; reject: (e: Error) => void }>();
+function handedSocket(index: number): { promise: Promise<dgram.Socket>; resolve: (s: dgram.Socket) => void; reject: (e: Error) => void } {
+  let h = handedSockets.get(index);
+  if (!h) {
+    let resolve!: (s: dgram.Socket) => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<dgram.Socket>((res, rej) => { resolve = res; reject = rej; });
+    promise.catch(() => undefined);
+    h = { promise, resolve, reject };
+    handedSockets.set(index, h);
+  }
+  return h;
+}
+
 function bindEarly(m: Extract<ToWorker, { t: 'listen' }>): void {
   if (m.cwd !== undefined) {
     // Forked early, in "/" (prefork.ts): into the state directory first, or let the monitor fork another.
@@ -33,14 +49,21 @@ function bindEarly(m: Extract<ToWorker, { t: 'listen' }>): void {
       return;
     }
   }
-  early = EarlyListeners.open(m.listeners).then(
+  const handed = new Map((m.handed ?? []).map((i) => [i, handedSocket(i).promise] as const));
+  early = EarlyListeners.open(m.listeners, handed).then(
     (l) => { void gatewayCode(); return l; },
     async (e: Error) => (await gatewayCode()).fatal(e.message),
   );
 }
 
-process.on('message', (raw: ToWorker) => {
+process.on('message', (raw: ToWorker, handle?: unknown) => {
   if (raw?.t === 'listen') { bindEarly(raw); return; }
+  if (raw?.t === 'socket') {
+    const h = handedSocket(raw.index);
+    if (handle instanceof dgram.Socket) h.resolve(handle);
+    else h.reject(new Error(raw.error ?? `the monitor sent no socket for listener ${raw.index}`));
+    return;
+  }
   const bound = early;
   queue = queue.then(async () => (await gatewayCode()).onMessage(raw, await bound)).catch((e: Error) => {
     process.stderr.write(`sesame-worker: ${e.message}\n`);
