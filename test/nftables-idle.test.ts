@@ -10,10 +10,11 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { describeWith, findTool } from './harness/requirements.js';
 import { Lab, sleep } from './harness/netns.js';
 import { createNftablesBackend, type NftablesBackend, type NftablesConfig, type NftablesOptions } from '../src/backends/nftables.js';
+import { FULL_PASS_SPACING, fullPassDue } from '../src/backends/nftables-light-check.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
 
 const PORT = 2222;
@@ -123,5 +124,18 @@ describeWith('nftables light pass: a deleted chain the monitor did not report (r
     expect(restored).toEqual(['chain guard missing']);
     expect(await lab.canConnect('cl', gw, PORT)).toBe(true);
     expect(await lab.canConnect('out', gw, PORT)).toBe(false);
+  });
+});
+
+describe('fullPassDue: a periodic full pass is spaced by its own cost', () => {
+  it('runs the first pass, then waits FULL_PASS_SPACING times the last pass took', () => {
+    expect(fullPassDue(0, undefined)).toBe(true);
+    // 40 ms at 1,000 grants: due again after 0.8 s, so a 1 s period is unchanged.
+    expect(fullPassDue(1000 + 800, { endedAt: 1000, tookMs: 40 })).toBe(true);
+    expect(fullPassDue(1000 + 799, { endedAt: 1000, tookMs: 40 })).toBe(false);
+    // 2.4 s at 50,000 grants: not before 48 s.
+    expect(fullPassDue(1000 + 47_999, { endedAt: 1000, tookMs: 2400 })).toBe(false);
+    expect(fullPassDue(1000 + 48_000, { endedAt: 1000, tookMs: 2400 })).toBe(true);
+    expect(FULL_PASS_SPACING * 2400).toBe(48_000);
   });
 });

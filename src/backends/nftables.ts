@@ -31,7 +31,8 @@
 //
 // Flush watchdog: a `nft monitor` child reacts at once when our table (or the
 // operator's set table) loses tables/chains/sets/rules, and a periodic check
-// (default 1 s) catches everything else. The backend keeps every live grant in
+// (default 1 s; one reading every element waits 20 times its own duration,
+// ./nftables-light-check.ts) catches everything else. The backend keeps every live grant in
 // memory and restores the table and the grants with their remaining time
 // (event `nft_restored`, callback opts.onRestored).
 import type { ChildProcess } from 'node:child_process';
@@ -48,7 +49,7 @@ import {
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
 import { chainRepairScript, damagedChain } from './nftables-repair.js';
-import { lightCheckArgs, lightCheckDamage } from './nftables-light-check.js';
+import { fullPassDue, lightCheckArgs, lightCheckDamage, type FullPass } from './nftables-light-check.js';
 
 export type NftablesConfig = Extract<BackendConfig, { kind: 'nftables' }>;
 
@@ -311,6 +312,7 @@ export class NftablesBackend implements Backend {
   private stopped = false;
   private lastWatchdogError = { text: '', at: 0 };
   private lastLightCheck = 0;
+  private lastFullPass: FullPass | undefined;
   private missingSetWarned = false;
 
   constructor(private readonly cfg: NftablesConfig, private readonly log: BackendLogger, private readonly opts: NftablesOptions = {}) {
@@ -860,8 +862,16 @@ export class NftablesBackend implements Backend {
         // Chains only: any listing that touches a set loads all its elements (about 1 s at 50,000 grants).
         const chains = await this.nft.list(lightCheckArgs(this.family));
         if (!lightCheckDamage(chains, this.family, this.table, this.expected.chains.keys())) return;
+      } else if (periodic && !fullPassDue(performance.now(), this.lastFullPass)) {
+        return; // reading every element again so soon would cost more than FULL_PASS_SPACING allows
       }
-      await this.check();
+      const started = performance.now();
+      try {
+        await this.check();
+      } finally {
+        const endedAt = performance.now();
+        this.lastFullPass = { endedAt, tookMs: endedAt - started };
+      }
     }).catch((e: unknown) => this.watchdogError(e));
   }
 
