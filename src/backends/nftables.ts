@@ -31,7 +31,8 @@
 //
 // Flush watchdog: a `nft monitor` child reacts at once when our table (or the
 // operator's set table) loses tables/chains/sets/rules, and a periodic check
-// (default 1 s) catches everything else. The backend keeps every live grant in
+// (default 1 s; one reading every element waits 20 times its own duration,
+// ./nftables-light-check.ts) catches everything else. The backend keeps every live grant in
 // memory and restores the table and the grants with their remaining time
 // (event `nft_restored`, callback opts.onRestored).
 import type { ChildProcess } from 'node:child_process';
@@ -48,6 +49,7 @@ import {
   REDIRECT4, REDIRECT6, SNAT4, SNAT6, renderTable, validTableName, type RulesetOptions,
 } from './nftables-ruleset.js';
 import { chainRepairScript, damagedChain } from './nftables-repair.js';
+import { fullPassDue, lightCheckArgs, lightCheckDamage, type FullPass } from './nftables-light-check.js';
 
 export type NftablesConfig = Extract<BackendConfig, { kind: 'nftables' }>;
 
@@ -68,6 +70,8 @@ export interface NftablesOptions {
   onRestored?: (info: { reason: string; grants: number }) => void;
   /** Time limit for one nft run, ms (default 10000). */
   commandTimeoutMs?: number;
+  /** While nft monitor runs: how often the periodic pass checks that the table and its chains exist, ms (default 30000). */
+  lightCheckEveryMs?: number;
 }
 
 /** One element sesame writes: set name, key text, optional map data, timed or permanent. */
@@ -215,7 +219,7 @@ class Nft {
 /** Largest `nft -j list` output read (about 600,000 set elements). */
 const LIST_MAX_OUTPUT = 64 << 20;
 
-/** While nft monitor runs, the periodic existence check runs this seldom. */
+/** While nft monitor runs, the periodic existence check (table and chains, no elements) runs this seldom. */
 const MONITORED_CHECK_EVERY_MS = 30_000;
 const SENTINEL_COMMAND = 'describe meta mark';
 const SENTINEL_OUTPUT = /packet mark.*32 bits/;
@@ -308,6 +312,7 @@ export class NftablesBackend implements Backend {
   private stopped = false;
   private lastWatchdogError = { text: '', at: 0 };
   private lastLightCheck = 0;
+  private lastFullPass: FullPass | undefined;
   private missingSetWarned = false;
 
   constructor(private readonly cfg: NftablesConfig, private readonly log: BackendLogger, private readonly opts: NftablesOptions = {}) {
@@ -837,8 +842,9 @@ export class NftablesBackend implements Backend {
   /**
    * periodic: while `nft monitor` runs (it reports deleted and flushed sets,
    * chains and tables), the periodic pass only checks now and then that the
-   * table exists, instead of reading every element of a table that may hold
-   * 10,000 grants each second; a full pass runs when that looks wrong.
+   * table and its chains exist, with a listing that reads no set element,
+   * instead of reading every element of a table that may hold 50,000 grants
+   * each second; a full pass runs when that looks wrong.
    */
   private requestCheck(periodic = false): void {
     if (this.stopped || this.checkPending) return;
@@ -848,15 +854,24 @@ export class NftablesBackend implements Backend {
       if (this.stopped) return;
       const monitorAlive = this.monitorChild !== undefined && this.monitorChild.exitCode === null;
       if (periodic && monitorAlive && this.guardMode && this.expected) {
-        // Any nft listing loads every set element (87 ms at 10,000 grants), so
-        // while the monitor reports changes the safety pass runs only now and then.
+        // While the monitor reports changes the safety pass runs only now and then, and lists
+        // chains only (./nftables-light-check.ts): its cost does not grow with the grants.
         const now = Date.now();
-        if (now - this.lastLightCheck < MONITORED_CHECK_EVERY_MS) return;
+        if (now - this.lastLightCheck < (this.opts.lightCheckEveryMs ?? MONITORED_CHECK_EVERY_MS)) return;
         this.lastLightCheck = now;
-        const tables = await this.nft.list(['tables', this.family]);
-        if (tables?.some((o) => (o as { table?: { name?: string } }).table?.name === this.table)) return;
+        // Chains only: any listing that touches a set loads all its elements (about 1 s at 50,000 grants).
+        const chains = await this.nft.list(lightCheckArgs(this.family));
+        if (!lightCheckDamage(chains, this.family, this.table, this.expected.chains.keys())) return;
+      } else if (periodic && !fullPassDue(performance.now(), this.lastFullPass)) {
+        return; // reading every element again so soon would cost more than FULL_PASS_SPACING allows
       }
-      await this.check();
+      const started = performance.now();
+      try {
+        await this.check();
+      } finally {
+        const endedAt = performance.now();
+        this.lastFullPass = { endedAt, tookMs: endedAt - started };
+      }
     }).catch((e: unknown) => this.watchdogError(e));
   }
 
