@@ -227,7 +227,8 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
     await b.open(grant(lab.host('cl').ip4, PORT, 60));
     await ipt('iptables', '-F', CHAIN);
     let back = false;
-    for (let i = 0; i < 40 && !back; i++) { await sleep(100); back = (await rulesOf('iptables', CHAIN)).length === 1; }
+    // The rule is back before the check has looked at IPv6 too and logged what it did: wait for both.
+    for (let i = 0; i < 40 && !back; i++) { await sleep(100); back = (await rulesOf('iptables', CHAIN)).length === 1 && log.events.includes('iptables_repaired'); }
     expect(back, JSON.stringify(log.lines.slice(-3))).toBe(true);
     expect(log.events).toContain('iptables_repaired');
     expect(await lab.canConnect('cl', gw, PORT)).toBe(true);

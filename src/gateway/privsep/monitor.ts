@@ -51,6 +51,9 @@ class FirstStartError extends Error {}
 
 export { workerEnv } from './worker-spawn.js';
 
+/** Quiet time after a restore before the host firewall is read again. */
+const HOST_FIREWALL_RECHECK_MS = 500;
+
 /** How long a low port's bind is retried while the worker it belonged to goes away. */
 const HANDOVER_RETRY_FOR_MS = 3000;
 const HANDOVER_RETRY_MS = 50;
@@ -141,6 +144,19 @@ export class Monitor {
   }
 
   /** Start the host-firewall check (after ready; again when the watchdog restored sesame's table). Never fails. */
+  /**
+   * After the watchdog restored sesame's table: one `flush ruleset` can take two restores (a chain
+   * put back as the monitor reports it, then the whole table), so the check waits for the burst
+   * to end and runs once (one warning per conflict, not one per restore).
+   */
+  private recheckHostFirewallSoon(): void {
+    if (this.hostFirewallTimer) clearTimeout(this.hostFirewallTimer);
+    this.hostFirewallTimer = setTimeout(() => { this.hostFirewallTimer = undefined; if (!this.stopping) this.checkHostFirewall(); }, HOST_FIREWALL_RECHECK_MS);
+    this.hostFirewallTimer.unref();
+  }
+
+  private hostFirewallTimer: NodeJS.Timeout | undefined;
+
   checkHostFirewall(): void {
     if (this.cfg.backend.kind === 'routeros') return;
     this.hostFirewall = reportHostFirewall(this.cfg, this.opts.log);
@@ -152,7 +168,7 @@ export class Monitor {
 
   private async initBackends(): Promise<void> {
     if (this.cfg.backend.kind !== 'routeros') {
-      const main = Gateway.createMainBackend(this.cfg, { log: this.opts.log, ...(this.opts.doors ? { doors: this.opts.doors } : {}) }, () => this.checkHostFirewall());
+      const main = Gateway.createMainBackend(this.cfg, { log: this.opts.log, ...(this.opts.doors ? { doors: this.opts.doors } : {}) }, () => this.recheckHostFirewallSoon());
       this.backends.set(MAIN_BACKEND, main);
       await main.init();
     }
