@@ -34,7 +34,7 @@ import { CONFIG_DEFAULTS } from '../config/defaults.js';
 import type { Proto } from '../spa/types.js';
 import { describeFailure, netnsPrefix, runProgram } from './exec.js';
 import { canonicalAddress, checkGrant, ipFamily } from './grant-check.js';
-import { IptablesBackend, type IptablesConfig, type IptablesOptions } from './iptables.js';
+import { grantToOpen, IptablesBackend, type IptablesConfig, type IptablesOptions } from './iptables.js';
 import { IpsetStream, type IpsetOutcome } from './ipset-stream.js';
 
 type Fam = 4 | 6;
@@ -190,12 +190,9 @@ export class IptablesIpsetBackend implements Backend {
     const addr = checkGrant(grant);
     if (grant.prefix !== undefined) throw new Error('iptables: a prefix grant (grant_prefix) needs the nftables backend in guard mode');
     if (!this.setReady.has(grant.family)) throw new Error(`iptables: IPv${grant.family} grant refused, the set ${this.sets[grant.family]} or ${grant.family === 4 ? this.cfg.iptables : this.cfg.ip6tables} is not usable here`);
-    const g = { ...grant, address: addr };
-    const key = grantKey(g);
-    if (grant.expiresAt <= Date.now()) {
-      this.log.warn('iptables_grant_already_expired', { key });
-      return;
-    }
+    const open = grantToOpen(grant, addr, this.log);
+    if (!open) return;
+    const { g, key } = open;
     return new Promise<void>((resolve, reject) => {
       this.pending.push({ g, key, fam: grant.family, elem: elementOf(addr, grant.proto, grant.port), resolve, reject });
       if (this.pending.length === 1) void this.locked(() => this.flushOpens());

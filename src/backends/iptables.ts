@@ -78,6 +78,17 @@ interface ParsedRule {
 
 const RECOVERED_RULE = '(recovered from iptables)';
 
+/** The grant with its canonical address, and its key; undefined (and logged) when it has expired already: nothing to open. Both iptables modes. */
+export function grantToOpen(grant: Grant, address: string, log: BackendLogger): { g: Grant; key: string } | undefined {
+  const g = { ...grant, address };
+  const key = grantKey(g);
+  if (grant.expiresAt <= Date.now()) {
+    log.warn('iptables_grant_already_expired', { key });
+    return undefined;
+  }
+  return { g, key };
+}
+
 export function createIptablesBackend(cfg: IptablesConfig, log: BackendLogger, opts: IptablesOptions = {}): IptablesBackend {
   return new IptablesBackend(cfg, log, opts);
 }
@@ -322,6 +333,7 @@ export class IptablesBackend implements Backend {
   private async repairFamily(fam: Fam): Promise<string[]> {
     const restored: string[] = [];
     const tool = this.tool(fam);
+    let inputChain: RunResult | undefined;
     const wanted = new Map<Role, OwnedRule[]>();
     for (const lg of this.live.values()) for (const r of lg.rules) if (r.fam === fam) wanted.set(r.role, [...(wanted.get(r.role) ?? []), r]);
     for (const c of Object.values(this.chains)) {
@@ -329,6 +341,7 @@ export class IptablesBackend implements Backend {
       if (!this.ready.has(id) && c.role !== 'input') continue;
       const lines = await this.listChain(fam, c);
       const from = await this.run(fam, c.table, ['-S', c.from]);
+      if (c.role === 'input') inputChain = from;
       const jumped = from.code === 0 && from.stdout.split('\n').some((l) => splitRuleLine(l).join(' ') === `-A ${c.from} -j ${c.name}`);
       if (!lines || !jumped) {
         this.ready.delete(id);
@@ -349,9 +362,9 @@ export class IptablesBackend implements Backend {
       }
       if (grantsBack) restored.push(`${tool} ${grantsBack} grant rule(s) in ${c.name}`);
     }
-    if (this.shieldSpec) {
-      const input = await this.run(fam, 'filter', ['-S', 'INPUT']);
-      if (input.code === 0 && !input.stdout.split('\n').some((l) => l.endsWith(`-j ${this.shield.filter}`))) {
+    // The shield's jump sits in INPUT too: the listing read for sesame's own jump tells.
+    if (this.shieldSpec && inputChain) {
+      if (inputChain.code === 0 && !inputChain.stdout.split('\n').some((l) => l.endsWith(`-j ${this.shield.filter}`))) {
         await this.installShieldFor(fam, this.shieldSpec);
         restored.push(`${tool} shield`);
       }
@@ -362,12 +375,9 @@ export class IptablesBackend implements Backend {
   async open(grant: Grant): Promise<void> {
     const addr = checkGrant(grant);
     if (!this.families.has(grant.family)) throw new Error(`iptables: IPv6 grant refused, ${this.cfg.ip6tables} is not usable here`);
-    const g = { ...grant, address: addr };
-    const key = grantKey(g);
-    if (grant.expiresAt <= Date.now()) {
-      this.log.warn('iptables_grant_already_expired', { key });
-      return;
-    }
+    const open = grantToOpen(grant, addr, this.log);
+    if (!open) return;
+    const { g, key } = open;
     // Opens that arrive while iptables runs are added together by one iptables-restore.
     return new Promise<void>((resolve, reject) => {
       this.pendingOpens.push({ g, key, resolve, reject });

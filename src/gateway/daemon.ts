@@ -369,8 +369,8 @@ export class Gateway {
 
 /** Every key set a rule grants with (the single key, or each of its keys:). */
 const keySetsOf = (r: AccessRule): { key: Buffer; hmacKey?: Buffer }[] => (r.keys ?? [{ key: r.key, ...(r.hmacKey ? { hmacKey: r.hmacKey } : {}) }]);
-const sameKeySet = (a: { key: Buffer; hmacKey?: Buffer }, b: { key: Buffer; hmacKey?: Buffer }): boolean =>
-  a.key.equals(b.key) && (a.hmacKey && b.hmacKey ? a.hmacKey.equals(b.hmacKey) : a.hmacKey === b.hmacKey);
+/** keySetId() of every key set these rules grant with. */
+const keySetIdsOf = (rules: readonly AccessRule[]): Set<string> => new Set(rules.flatMap((r) => keySetsOf(r).map((k) => keySetId(k))));
 
 /**
  * Grants of a rule the old configuration had and the new one does not (docs/users.md). A rule
@@ -381,7 +381,8 @@ const sameKeySet = (a: { key: Buffer; hmacKey?: Buffer }, b: { key: Buffer; hmac
  */
 export function ruleGone(before: readonly AccessRule[], after: readonly AccessRule[]): (g: Grant) => boolean {
   const kept = new Set(after.map((r) => r.name));
-  const renamed = (r: AccessRule): boolean => after.some((n) => keySetsOf(r).some((a) => keySetsOf(n).some((b) => sameKeySet(a, b))));
+  const stillGranting = keySetIdsOf(after);
+  const renamed = (r: AccessRule): boolean => keySetsOf(r).some((k) => stillGranting.has(keySetId(k)));
   const removed = new Set(before.filter((r) => !kept.has(r.name) && !renamed(r)).map((r) => r.name));
   return (g) => removed.has(g.rule);
 }
@@ -401,8 +402,8 @@ export function keySetId(k: { key: Buffer; hmacKey?: Buffer }): string {
  */
 export function journaledRuleGone(rules: readonly AccessRule[]): (g: Grant, keySet: string | undefined) => boolean {
   const names = new Set(rules.map((r) => r.name));
-  const sets = new Set(rules.flatMap((r) => keySetsOf(r).map(keySetId)));
-  return (g, keySet) => keySet !== undefined && !names.has(g.rule) && !sets.has(keySet);
+  const stillGranting = keySetIdsOf(rules);
+  return (g, keySet) => keySet !== undefined && !names.has(g.rule) && !stillGranting.has(keySet);
 }
 
 function backendLoggerOf(l: Logger): BackendLogger {
