@@ -18,7 +18,7 @@ import { IpsetStream, ipsetLine, splitOutcomes } from '../src/backends/ipset-str
 import type { IptablesConfig } from '../src/backends/iptables.js';
 import { removeGuard } from '../src/backends/teardown.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
-import { addHostBehind } from './harness/daemon.js';
+import { natLab, mustRun, SRV_BEHIND } from './harness/daemon.js';
 import { parseSesameYaml } from '../src/config/sesame-yaml.js';
 import { gatewayConfigToYaml } from '../src/config/to-yaml.js';
 import { loadServeConfig } from '../src/cli/serve.js';
@@ -373,24 +373,17 @@ describeWith('iptables ipset mode in a namespace (real kernel)', ['netns', 'ipta
 
 describeWith('iptables ipset mode: NAT grants through the rules path (real kernel)', ['netns', 'iptables', 'ipset'], () => {
   let lab: Lab;
-  const SRV = '198.51.100.130';
+  const SRV = SRV_BEHIND;
   const backends: IptablesIpsetBackend[] = [];
   const make = (): IptablesIpsetBackend => {
     const b = new IptablesIpsetBackend(cfg(), recorder(), { netns: lab.host('gw').ns });
     backends.push(b);
     return b;
   };
-  const run = async (host: string, cmd: string, ...args: string[]) => {
-    const r = await lab.exec(host, cmd, args);
-    if (r.code !== 0) throw new Error(`${host}: ${cmd} ${args.join(' ')}: ${r.stderr}`);
-  };
+  const run = (host: string, cmd: string, ...args: string[]) => mustRun(lab, host, cmd, ...args);
 
   beforeAll(async () => {
-    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
-    await addHostBehind(lab, 'srv', 'gw', { ip: SRV, routerIp: '198.51.100.129', prefix: 25, routerIf: 'nat0', defaultRoute: false });
-    await run('gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    lab.startTcpService('srv', 22);
-    await lab.waitListening('srv', 'tcp', 22);
+    lab = await natLab();
     await run('gw', 'iptables', '-w', '-P', 'FORWARD', 'DROP');
     await run('gw', 'iptables', '-w', '-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT');
   });

@@ -8,7 +8,7 @@ import { Lab, sleep } from './harness/netns.js';
 import type { Grant } from '../src/backends/backend.js';
 import { createIptablesBackend, type IptablesBackend, type IptablesConfig } from '../src/backends/iptables.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
-import { addHostBehind } from './harness/daemon.js';
+import { natLab, mustRun, SRV_BEHIND } from './harness/daemon.js';
 
 const PORT = 2222;
 const CHAIN = 'FWKNOP_INPUT';
@@ -246,25 +246,18 @@ describeWith('iptables backend in a namespace (real kernel)', ['netns', 'iptable
 
 describeWith('iptables backend NAT in a namespace (real kernel)', ['netns', 'iptables'], () => {
   let lab: Lab;
-  const SRV = '198.51.100.130';
+  const SRV = SRV_BEHIND;
   const backends: IptablesBackend[] = [];
   const make = (): IptablesBackend => {
     const b = createIptablesBackend(cfg(), recorder(), { netns: lab.host('gw').ns });
     backends.push(b);
     return b;
   };
-  const run = async (host: string, cmd: string, ...args: string[]) => {
-    const r = await lab.exec(host, cmd, args);
-    if (r.code !== 0) throw new Error(`${host}: ${cmd} ${args.join(' ')}: ${r.stderr}`);
-  };
+  const run = (host: string, cmd: string, ...args: string[]) => mustRun(lab, host, cmd, ...args);
 
   beforeAll(async () => {
-    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
-    await addHostBehind(lab, 'srv', 'gw', { ip: SRV, routerIp: '198.51.100.129', prefix: 25, routerIf: 'nat0', defaultRoute: false });
-    await run('gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
-    lab.startTcpService('srv', 22);
+    lab = await natLab();
     lab.startTcpService('gw', PORT);
-    await lab.waitListening('srv', 'tcp', 22);
     await lab.waitListening('gw', 'tcp', PORT);
     // Operator policy: nothing is forwarded unless accepted; replies pass; tcp/2222 dropped.
     await run('gw', 'iptables', '-w', '-P', 'FORWARD', 'DROP');

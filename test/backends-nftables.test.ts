@@ -7,7 +7,7 @@ import { Lab, sleep } from './harness/netns.js';
 import type { Grant } from '../src/backends/backend.js';
 import { createNftablesBackend, operatorSnippet, type NftablesBackend, type NftablesConfig, type NftablesOptions } from '../src/backends/nftables.js';
 import { grant, recorder } from './harness/backend-fixtures.js';
-import { addHostBehind } from './harness/daemon.js';
+import { natLab, mustRun, SRV_BEHIND } from './harness/daemon.js';
 
 const PORT = 2222;
 
@@ -249,27 +249,20 @@ describeWith('nftables backend NAT in a namespace (real kernel)', ['netns', 'nft
   // gw: 198.51.100.1 on the bridge, 198.51.100.129/25 on a private link to srv.
   // srv: 198.51.100.130/25 only on that link, its service on tcp/22.
   let lab: Lab;
-  const SRV = '198.51.100.130';
+  const SRV = SRV_BEHIND;
   const backends: NftablesBackend[] = [];
   const make = (opts: NftablesOptions = {}): NftablesBackend => {
     const b = createNftablesBackend(guardCfg([PORT]), recorder(), { netns: lab.host('gw').ns, ...opts });
     backends.push(b);
     return b;
   };
-  const run = async (host: string, cmd: string, ...args: string[]) => {
-    const r = await lab.exec(host, cmd, args);
-    if (r.code !== 0) throw new Error(`${host}: ${cmd} ${args.join(' ')}: ${r.stderr}`);
-  };
+  const run = (host: string, cmd: string, ...args: string[]) => mustRun(lab, host, cmd, ...args);
 
   beforeAll(async () => {
-    lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
-    await addHostBehind(lab, 'srv', 'gw', { ip: SRV, routerIp: '198.51.100.129', prefix: 25, routerIf: 'nat0', defaultRoute: false });
-    await run('gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+    lab = await natLab();
     // The outsider knows the way to the internal network (it could route through gw).
     await run('out', 'ip', 'route', 'add', '198.51.100.128/25', 'via', '198.51.100.1');
-    lab.startTcpService('srv', 22);
     lab.startTcpService('gw', PORT);
-    await lab.waitListening('srv', 'tcp', 22);
     await lab.waitListening('gw', 'tcp', PORT);
   });
   afterEach(async () => {

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_DIR, sleep, type Lab } from './netns.js';
+import { Lab, REPO_DIR, sleep } from './netns.js';
 import { HMAC_B64, KEY_B64 } from './fwknop.js';
 
 export const SESAME_BIN = path.join(REPO_DIR, 'bin/sesame.js');
@@ -163,6 +163,30 @@ export async function addHostBehind(lab: Lab, name: string, router: string, opts
   await must(['-n', ns, 'link', 'set', 'eth0', 'up']);
   // Without a route back, only masquerading lets the internal host answer (the NAT tests use both).
   if (opts.defaultRoute !== false) await must(['-n', ns, 'route', 'add', 'default', 'via', opts.routerIp]);
+}
+
+/** Run a command in a lab host; throws with its stderr when it fails. */
+export async function mustRun(lab: Lab, host: string, cmd: string, ...args: string[]): Promise<void> {
+  const r = await lab.exec(host, cmd, args);
+  if (r.code !== 0) throw new Error(`${host}: ${cmd} ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** The internal host of the NAT suites, behind gw on its own /25. */
+export const SRV_BEHIND = '198.51.100.130';
+
+/**
+ * The NAT suites' lab (backends-nftables, -iptables, -ipset): gw forwarding
+ * IPv4, cl and out on the lab's segment, and srv behind gw (SRV_BEHIND/25 on
+ * gw's nat0, no route back unless a test adds one) with its service on tcp/22
+ * listening.
+ */
+export async function natLab(): Promise<Lab> {
+  const lab = await Lab.create([{ name: 'gw', ip4: 1 }, { name: 'cl', ip4: 2 }, { name: 'out', ip4: 3 }]);
+  await addHostBehind(lab, 'srv', 'gw', { ip: SRV_BEHIND, routerIp: '198.51.100.129', prefix: 25, routerIf: 'nat0', defaultRoute: false });
+  await mustRun(lab, 'gw', 'sysctl', '-qw', 'net.ipv4.ip_forward=1');
+  lab.startTcpService('srv', 22);
+  await lab.waitListening('srv', 'tcp', 22);
+  return lab;
 }
 
 /** Run a program in the root namespace (only `ip` to build lab namespaces). */

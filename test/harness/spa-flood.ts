@@ -38,3 +38,11 @@ export async function gatewayCounters(lab: Lab): Promise<{ conntrack: number; de
   const in6 = /^Udp6InDatagrams\s+(\d+)$/m.exec(snmp6.stdout);
   return { conntrack: Number(ct.stdout.trim()), delivered: values[names.indexOf('InDatagrams')]!, delivered6: Number(in6?.[1] ?? NaN) };
 }
+
+/** `count` flows (FLOWS) of `bytes` from `host` to the SPA port: their exit code, and how many datagrams the gateway delivered to sockets (IPv4) and conntrack entries it gained meanwhile. */
+export async function flowsFrom(lab: Lab, host: string, dst: string, port: number, count: number, bytes: number): Promise<{ code: number | null; delivered: number; conntrack: number }> {
+  const before = await gatewayCounters(lab);
+  const r = await lab.exec(host, process.execPath, ['-e', FLOWS, dst, String(port), String(count), String(bytes)]);
+  const after = await gatewayCounters(lab);
+  return { code: r.code, delivered: after.delivered - before.delivered, conntrack: after.conntrack - before.conntrack };
+}
