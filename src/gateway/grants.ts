@@ -81,9 +81,8 @@ export class GrantManager {
       }
       if (e.grant.expiresAt > t && ruleGoneWhileStopped(e.grant, e.keySet)) {
         // Its rule was removed while sesame was stopped (docs/users.md): closed now, never opened again.
-        const fields = { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule, reason: 'rule_removed_while_stopped' };
         revoked++;
-        work.push(b.close(e.grant).then(() => this.log.info('revoke', fields), (err) => { this.observer?.failed(e.backend, 'close'); this.log.error('revoke_failed', { ...fields, error: (err as Error).message }); }));
+        work.push(this.closeRevoked(e, 'rule_removed_while_stopped'));
         held.delete(k);
         continue;
       }
@@ -165,22 +164,25 @@ export class GrantManager {
     for (const [k] of closing) this.live.delete(k);
     this.compact();
     this.arm();
-    const closed = await Promise.all(closing.map(async ([, e]) => {
-      const b = this.backends(e.backend);
-      const fields = { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule };
-      try {
-        if (!b) throw new Error(`no backend ${e.backend}`);
-        await b.close(e.grant);
-        this.observer?.closed(e.backend);
-        this.log.info('revoke', { ...fields, reason: why });
-        return true;
-      } catch (err) {
-        this.observer?.failed(e.backend, 'close');
-        this.log.error('revoke_failed', { ...fields, error: (err as Error).message });
-        return false;
-      }
-    }));
+    const closed = await Promise.all(closing.map(([, e]) => this.closeRevoked(e, why)));
     return closed.filter(Boolean).length;
+  }
+
+  /** Close a revoked grant through its backend: `revoke`, or `revoke_failed` with the reason. Never throws. */
+  private async closeRevoked(e: Entry, why: string): Promise<boolean> {
+    const b = this.backends(e.backend);
+    const fields = { src: e.grant.address, port: `${e.grant.proto}/${e.grant.port}`, backend: e.backend, rule: e.grant.rule };
+    try {
+      if (!b) throw new Error(`no backend ${e.backend}`);
+      await b.close(e.grant);
+      this.observer?.closed(e.backend);
+      this.log.info('revoke', { ...fields, reason: why });
+      return true;
+    } catch (err) {
+      this.observer?.failed(e.backend, 'close');
+      this.log.error('revoke_failed', { ...fields, error: (err as Error).message });
+      return false;
+    }
   }
 
   /** Run a journaled close for a backend that no longer exists: now if due, else at expiry (kept in the journal meanwhile). */

@@ -68,14 +68,19 @@ function evaluate(script: vm.Script, file: string): unknown {
   return module.exports;
 }
 
+/** Compile a bundle with its cache when the cache belongs to it, and say how that went. */
+function compileWithCache(abs: string): { script: vm.Script; cache: CacheOutcome } {
+  const source = readFileSync(abs);
+  const found = cacheFor(source, readOptional(abs + CACHE_SUFFIX));
+  const script = compile(abs, source, 'data' in found ? found.data : undefined);
+  return { script, cache: 'data' in found ? (script.cachedDataRejected ? 'rejected' : 'used') : found.cache };
+}
+
 /** Run a CommonJS bundle once per process (later calls return its exports) from its code cache when that is valid. */
 export function runBundle<T = unknown>(file: string): T {
   const abs = path.resolve(file);
   if (loaded.has(abs)) return loaded.get(abs) as T;
-  const source = readFileSync(abs);
-  const found = cacheFor(source, readOptional(abs + CACHE_SUFFIX));
-  const script = compile(abs, source, 'data' in found ? found.data : undefined);
-  const cache: CacheOutcome = 'data' in found ? (script.cachedDataRejected ? 'rejected' : 'used') : found.cache;
+  const { script, cache } = compileWithCache(abs);
   const holder = globalThis as Registry;
   (holder[REGISTRY] ??= []).push({ file: abs, cache });
   const exports = evaluate(script, abs);
@@ -107,12 +112,9 @@ export const CACHED_BUNDLES = ['sesame.cjs', 'daemon.cjs', 'worker-gateway.cjs']
 export function codeCacheStatus(dir: string): { bundle: string; cache: CacheOutcome }[] {
   const out: { bundle: string; cache: CacheOutcome }[] = [];
   for (const bundle of CACHED_BUNDLES) {
-    const file = path.join(dir, bundle);
+    const file = path.resolve(dir, bundle);
     if (!existsSync(file)) continue;
-    const source = readFileSync(file);
-    const found = cacheFor(source, readOptional(file + CACHE_SUFFIX));
-    if (!('data' in found)) { out.push({ bundle, cache: found.cache }); continue; }
-    out.push({ bundle, cache: compile(file, source, found.data).cachedDataRejected ? 'rejected' : 'used' });
+    out.push({ bundle, cache: compileWithCache(file).cache });
   }
   return out;
 }
